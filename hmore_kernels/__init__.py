@@ -1,0 +1,39 @@
+"""hmore_kernels: fused kernels for human-motion and optical-flow models.
+
+Public API (ops.md): the op families' entry points (each with ``backend=``), plus
+:func:`available_backends`, :func:`build_info` and :class:`BackendUnavailable`.
+The native ops live under ``torch.ops.hmore``, the Triton ones under ``torch.ops.hmore_triton``.
+"""
+from __future__ import annotations
+
+from ._backends import BACKENDS, BackendUnavailable, available_backends, build_info, native_loaded
+from .edges import canny, distance_transform, flow_edges, gradient_magnitude, mask_boundary, sobel
+
+__version__ = "0.1.0"
+
+
+def _register_native():
+    # Fake kernels and autograd only once the schemas exist (importing _C registers them); registering
+    # against a missing op is torchvision's "operator ... does not exist" crash.
+    if not native_loaded():
+        return
+    from . import _autograd, _fake
+
+    _fake.register("hmore")
+    _autograd.register("hmore")
+
+
+_register_native()
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailable",
+    "available_backends",
+    "build_info",
+    "canny",
+    "distance_transform",
+    "flow_edges",
+    "gradient_magnitude",
+    "mask_boundary",
+    "sobel",
+]

@@ -1,0 +1,163 @@
+"""Backend selection shared by every op family (ops.md, "Common rules").
+
+A backend is one implementation of an op: ``reference`` (pure PyTorch), ``cpu`` (the C++ kernels in
+``_C``), ``cuda`` (the CUDA kernels in ``_C``, built only with a CUDA torch), ``triton`` (Triton kernels,
+on a GPU, or on CPU tensors through ``TRITON_INTERPRET=1``) and ``cupy``. ``"auto"`` picks the fastest
+one available for the tensors' device; a backend asked for by name is used or refused with
+:class:`BackendUnavailable` -- never silently replaced.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import torch
+
+BACKENDS = ("reference", "cpu", "cuda", "triton", "cupy")
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when a backend asked for by name cannot run here.
+
+    The message names the backend, why it cannot run (not built with CUDA, triton not installed, no
+    GPU, tensors on the wrong device) and the backends that can.
+    """
+
+
+@functools.lru_cache(maxsize=None)
+def _native():
+    """(module or None, reason) for the compiled extension."""
+    try:
+        return importlib.import_module("hmore_kernels._C"), ""
+    except ImportError as e:  # not built: the reference backend still works
+        return None, f"the C++ extension hmore_kernels._C is not built ({e}); run pip install --no-build-isolation -e ."
+
+
+def native_loaded() -> bool:
+    return _native()[0] is not None
+
+
+@functools.lru_cache(maxsize=None)
+def build_info() -> dict:
+    """How ``_C`` was built: torch/triton versions, CUDA on/off and archs, OpenMP.
+
+    Returns a dict; ``native`` is False (with ``reason``) when the extension is not built.
+    """
+    info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "triton": _triton_version()}
+    mod, reason = _native()
+    if mod is None:
+        info.update(native=False, reason=reason, cuda=False, cuda_archs=[], openmp=False)
+        return info
+    raw = torch.ops.hmore._build_info()
+    kv = dict(line.split("=", 1) for line in raw.strip().splitlines() if "=" in line)
+    info.update(
+        native=True,
+        cuda=kv.get("cuda") == "1",
+        cuda_archs=[a for a in kv.get("cuda_archs", "").split(";") if a],
+        openmp=kv.get("openmp", "0") != "0",
+        openmp_version=kv.get("openmp", "0"),
+        compiler=kv.get("compiler", ""),
+    )
+    return info
+
+
+def _triton_version():
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _cupy_reason():
+    try:
+        import cupy
+    except ImportError:
+        return "cupy is not installed"
+    try:
+        if not cupy.is_available():
+            return "cupy is installed but finds no CUDA driver/GPU"
+    except Exception as e:  # cupy raises assorted errors without a driver
+        return f"cupy finds no usable GPU ({type(e).__name__})"
+    return None
+
+
+def _reason(backend: str, device: torch.device | None):
+    """None if ``backend`` can run on tensors of ``device`` (None = any device), else why not."""
+    if backend == "reference":
+        return None
+    if backend == "cpu":
+        if not native_loaded():
+            return _native()[1]
+        if device is not None and device.type != "cpu":
+            return f"the cpu backend runs on CPU tensors, got tensors on {device}"
+        return None
+    if backend == "cuda":
+        if not native_loaded():
+            return _native()[1]
+        if not build_info()["cuda"]:
+            return "hmore_kernels._C was built without CUDA (torch has no CUDA, or FORCE_CUDA was not set)"
+        if not torch.cuda.is_available():
+            return "no GPU is visible to torch"
+        if device is not None and device.type != "cuda":
+            return f"the cuda backend runs on CUDA tensors, got tensors on {device}"
+        return None
+    if backend == "triton":
+        if _triton_version() is None:
+            return "triton is not installed"
+        if device is not None and device.type == "cpu" and not triton_interpreting():
+            return "the triton backend runs on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1), got CPU tensors"
+        if device is None and not torch.cuda.is_available() and not triton_interpreting():
+            return "no GPU, and TRITON_INTERPRET=1 is not set"
+        return None
+    if backend == "cupy":
+        r = _cupy_reason()
+        if r:
+            return r
+        if device is not None and device.type != "cuda":
+            return f"the cupy backend runs on CUDA tensors, got tensors on {device}"
+        return "the cupy backend is not implemented for this op family yet"
+    return f"unknown backend {backend!r}"
+
+
+def available_backends() -> dict:
+    """Backend name -> True, or the reason (a str) it cannot run on this machine."""
+    out = {}
+    for b in BACKENDS:
+        r = _reason(b, None)
+        out[b] = True if r is None else r
+    return out
+
+
+def resolve(op: str, backend: str, device: torch.device, implemented: tuple[str, ...], cuda_auto: str = "cuda") -> str:
+    """The backend that runs ``op`` on tensors of ``device``.
+
+    ``implemented`` lists the backends this op has; ``cuda_auto`` is the one that the benchmarks showed
+    fastest on a GPU (the other GPU backend is the fallback).
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a str, got {type(backend).__name__}")
+    if backend == "auto":
+        if device.type == "cuda":
+            order = [cuda_auto] + [b for b in ("cuda", "triton") if b != cuda_auto] + ["reference"]
+        else:
+            order = ["cpu", "reference"]
+        for b in order:
+            if b in implemented and _reason(b, device) is None:
+                return b
+        return "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+    why = "not implemented for this op" if backend not in implemented else _reason(backend, device)
+    if why is not None:
+        ok = [b for b in BACKENDS if b in implemented and _reason(b, device) is None]
+        raise BackendUnavailable(
+            f"{op}: backend {backend!r} is unavailable: {why}. Available for {device.type} tensors: {', '.join(ok)}"
+        )
+    return backend

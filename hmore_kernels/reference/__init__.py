@@ -1,0 +1,1 @@
+"""Pure-PyTorch references: the tests' oracle, the benchmarks' baseline, the fallback backend."""
