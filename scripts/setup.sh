@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: pinned dependencies, then the C++ (and, with a CUDA torch,
+# CUDA) extension in editable mode. Prints the resolved build configuration.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p build
+PY=${PYTHON:-python3}
+"$PY" -m pip install -q -r requirements-dev.txt
+# --no-build-isolation: the build needs the installed torch (an isolated build cannot see it).
+"$PY" -m pip install -v --no-build-isolation -e . > build/pip-build.log 2>&1 || {
+  tail -n 60 build/pip-build.log; echo "setup: building hmore_kernels failed (full log: build/pip-build.log)" >&2; exit 1; }
+grep -A6 "hmore_kernels build configuration" build/pip-build.log || true
+"$PY" -c "import hmore_kernels as hk; print('hmore_kernels', hk.__version__, hk.build_info()); print('backends:', hk.available_backends())"
