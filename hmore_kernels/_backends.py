@@ -8,7 +8,6 @@ one available for the tensors' device; a backend asked for by name is used or re
 """
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 
@@ -25,8 +24,7 @@ class BackendUnavailable(RuntimeError):
     """
 
 
-@functools.lru_cache(maxsize=None)
-def _native():
+def _load_native():
     """(module or None, reason) for the compiled extension."""
     try:
         return importlib.import_module("hmore_kernels._C"), ""
@@ -34,20 +32,35 @@ def _native():
         return None, f"the C++ extension hmore_kernels._C is not built ({e}); run pip install --no-build-isolation -e ."
 
 
+# Resolved once at import, as plain module constants: backend resolution runs inside user code that
+# torch.compile traces, and dynamo graph-breaks on lru_cache'd calls that reach importlib.
+_NATIVE, _NATIVE_REASON = _load_native()
+
+
+def _native():
+    return _NATIVE, _NATIVE_REASON
+
+
 def native_loaded() -> bool:
-    return _native()[0] is not None
+    return _NATIVE is not None
 
 
-@functools.lru_cache(maxsize=None)
-def build_info() -> dict:
-    """How ``_C`` was built: torch/triton versions, CUDA on/off and archs, OpenMP.
+def _triton_version():
+    try:
+        import triton
 
-    Returns a dict; ``native`` is False (with ``reason``) when the extension is not built.
-    """
-    info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "triton": _triton_version()}
-    mod, reason = _native()
-    if mod is None:
-        info.update(native=False, reason=reason, cuda=False, cuda_archs=[], openmp=False)
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+_TRITON_VERSION = _triton_version()
+
+
+def _read_build_info() -> dict:
+    info = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "triton": _TRITON_VERSION}
+    if _NATIVE is None:
+        info.update(native=False, reason=_NATIVE_REASON, cuda=False, cuda_archs=[], openmp=False)
         return info
     raw = torch.ops.hmore._build_info()
     kv = dict(line.split("=", 1) for line in raw.strip().splitlines() if "=" in line)
@@ -62,13 +75,15 @@ def build_info() -> dict:
     return info
 
 
-def _triton_version():
-    try:
-        import triton
+_BUILD_INFO = _read_build_info()
 
-        return triton.__version__
-    except ImportError:
-        return None
+
+def build_info() -> dict:
+    """How ``_C`` was built: torch/triton versions, CUDA on/off and archs, OpenMP.
+
+    Returns a new dict; ``native`` is False (with ``reason``) when the extension is not built.
+    """
+    return dict(_BUILD_INFO)
 
 
 def triton_interpreting() -> bool:
@@ -101,7 +116,7 @@ def _reason(backend: str, device: torch.device | None):
     if backend == "cuda":
         if not native_loaded():
             return _native()[1]
-        if not build_info()["cuda"]:
+        if not _BUILD_INFO["cuda"]:
             return "hmore_kernels._C was built without CUDA (torch has no CUDA, or FORCE_CUDA was not set)"
         if not torch.cuda.is_available():
             return "no GPU is visible to torch"
@@ -109,7 +124,7 @@ def _reason(backend: str, device: torch.device | None):
             return f"the cuda backend runs on CUDA tensors, got tensors on {device}"
         return None
     if backend == "triton":
-        if _triton_version() is None:
+        if _TRITON_VERSION is None:
             return "triton is not installed"
         if device is not None and device.type == "cpu" and not triton_interpreting():
             return "the triton backend runs on CUDA tensors (or on CPU tensors with TRITON_INTERPRET=1), got CPU tensors"

@@ -16,18 +16,6 @@ _SOBEL = ((1.0, 2.0, 1.0), 8.0)  # smoothing taps, normaliser
 _SCHARR = ((3.0, 10.0, 3.0), 32.0)
 
 
-def _deriv_weights(kernel: str, normalized: bool, dtype, device):
-    s, norm = {"sobel": _SOBEL, "scharr": _SCHARR}[kernel]
-    smooth = torch.tensor(s, dtype=torch.float64)
-    diff = torch.tensor((-1.0, 0.0, 1.0), dtype=torch.float64)
-    kx = smooth[:, None] * diff[None, :]  # rows smooth, columns differentiate: d/dx
-    ky = kx.t().contiguous()  # d/dy
-    w = torch.stack([kx, ky])[:, None]  # [2, 1, 3, 3]
-    if normalized:
-        w = w / norm
-    return w.to(dtype=dtype, device=device)
-
-
 def _pad1(x: torch.Tensor, border: str) -> torch.Tensor:
     """Pad [N, C, H, W] by one pixel on every side."""
     if border == "zeros":
@@ -44,13 +32,25 @@ def _pad1(x: torch.Tensor, border: str) -> torch.Tensor:
 
 
 def _derivs(x: torch.Tensor, kernel: str, normalized: bool, border: str) -> torch.Tensor:
-    """x [B, C, H, W] -> [B, C, 2, H, W]."""
+    """x [B, C, H, W] -> [B, C, 2, H, W].
+
+    Separable: difference first, then smooth. Taking x[j+1] - x[j-1] before any weighting makes a
+    constant image give exactly 0 (a weighted 3x3 sum leaves rounding residue that flow_edges'
+    normalisation would blow up to 1).
+    """
     B, C, H, W = x.shape
     if x.numel() == 0:
         return x.new_zeros(B, C, 2, H, W)
-    w = _deriv_weights(kernel, normalized, x.dtype, x.device)
-    y = F.conv2d(_pad1(x.reshape(B * C, 1, H, W), border), w)
-    return y.reshape(B, C, 2, H, W)
+    (a, b, _), norm = {"sobel": _SOBEL, "scharr": _SCHARR}[kernel]
+    p = _pad1(x.reshape(B * C, 1, H, W), border)[:, 0]  # [N, H+2, W+2]
+    dx = p[:, :, 2:] - p[:, :, :-2]  # [N, H+2, W]
+    dy = p[:, 2:, :] - p[:, :-2, :]  # [N, H, W+2]
+    gx = a * (dx[:, :-2] + dx[:, 2:]) + b * dx[:, 1:-1]
+    gy = a * (dy[:, :, :-2] + dy[:, :, 2:]) + b * dy[:, :, 1:-1]
+    g = torch.stack([gx, gy], 1)
+    if normalized:
+        g = g / norm
+    return g.reshape(B, C, 2, H, W)
 
 
 def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate") -> torch.Tensor:
@@ -134,14 +134,16 @@ _SHIFT = 15
 def to_gray(img: torch.Tensor) -> torch.Tensor:
     """[B, 1 or 3, H, W] -> float64 [B, 1, H, W] gray, 0..255.
 
-    3 channels are RGB, converted with the BT.601 weights; for uint8 with OpenCV's fixed-point rounding
-    (cv2.cvtColor(..., COLOR_RGB2GRAY)), so the result is the same integer gray image OpenCV would see.
+    3 channels are RGB, converted with the BT.601 weights; for uint8 with OpenCV 5's fixed-point rounding
+    (15-bit weights 9798/19235/3735, as cv2.cvtColor(..., COLOR_RGB2GRAY) in OpenCV 5.0 -- OpenCV 4 used
+    14-bit weights and differs by one level on a few pixels), so the result is bit-identical to the
+    gray image that OpenCV would compute.
     """
     if img.shape[1] == 1:
         return img.to(torch.float64)
     if img.dtype == torch.uint8:
         r, g, b = (img[:, i : i + 1].to(torch.int64) for i in range(3))
-        return ((r * 4899 + g * 9617 + b * 1868 + (1 << 13)) >> 14).to(torch.float64)
+        return ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15).to(torch.float64)
     r, g, b = (img[:, i : i + 1].to(torch.float64) for i in range(3))
     return 0.299 * r + 0.587 * g + 0.114 * b
 
