@@ -9,5 +9,5 @@ PY=${PYTHON:-python3}
 # --no-build-isolation: the build needs the installed torch (an isolated build cannot see it).
 "$PY" -m pip install -v --no-build-isolation -e . > build/pip-build.log 2>&1 || {
   tail -n 60 build/pip-build.log; echo "setup: building hmore_kernels failed (full log: build/pip-build.log)" >&2; exit 1; }
-grep -A6 "hmore_kernels build configuration" build/pip-build.log || true
+grep -m1 -A6 "hmore_kernels build configuration" build/pip-build.log || true
 "$PY" -c "import hmore_kernels as hk; print('hmore_kernels', hk.__version__, hk.build_info()); print('backends:', hk.available_backends())"

@@ -24,18 +24,11 @@
 #include "common.h"
 #include "edges/canny_kernels.cuh"
 #include "edges/edges.h"
+#include "edges/edges_checks.h"
 
 namespace hmore {
 namespace {
 
-void canny_check_args(const at::Tensor& img, double low, double high, int64_t kernel_size) {
-  check_rank(img, 4, "img", "[B, 1 or 3, H, W]");
-  TORCH_CHECK_VALUE(img.size(1) == 1 || img.size(1) == 3, "img: expected 1 or 3 channels, got shape ",
-                    img.sizes());
-  TORCH_CHECK_VALUE(kernel_size == 3, "kernel_size: only 3 is supported, got ", kernel_size);
-  TORCH_CHECK_VALUE(!std::isnan(low), "low: expected a number, got nan");
-  TORCH_CHECK_VALUE(!std::isnan(high), "high: expected a number, got nan");
-}
 
 // Gray image of one image of a contiguous [B, C, H, W] batch into out[H * W].
 template <typename In, typename G>
@@ -201,7 +194,7 @@ void canny_impl(const In* img, int64_t B, int64_t C, int64_t H, int64_t W, bool 
 }  // namespace
 
 at::Tensor canny_cpu(const at::Tensor& img, double low, double high, int64_t kernel_size, bool l2_gradient) {
-  canny_check_args(img, low, high, kernel_size);
+  check_canny_args(img, low, high, kernel_size);
   const auto st = img.scalar_type();
   TORCH_CHECK_TYPE(st == at::kByte || st == at::kFloat || st == at::kDouble,
                    "img: expected uint8, float32 or float64 on CPU, got ", st);

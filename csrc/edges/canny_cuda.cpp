@@ -11,16 +11,12 @@
 #include "edges/canny_cuda.h"
 #include "edges/canny_kernels.cuh"
 #include "edges/edges.h"
+#include "edges/edges_checks.h"
 
 namespace hmore {
 
 at::Tensor canny_cuda(const at::Tensor& img, double low, double high, int64_t kernel_size, bool l2_gradient) {
-  check_rank(img, 4, "img", "[B, 1 or 3, H, W]");
-  TORCH_CHECK_VALUE(img.size(1) == 1 || img.size(1) == 3, "img: expected 1 or 3 channels, got shape ",
-                    img.sizes());
-  TORCH_CHECK_VALUE(kernel_size == 3, "kernel_size: only 3 is supported, got ", kernel_size);
-  TORCH_CHECK_VALUE(!std::isnan(low), "low: expected a number, got nan");
-  TORCH_CHECK_VALUE(!std::isnan(high), "high: expected a number, got nan");
+  check_canny_args(img, low, high, kernel_size);
   TORCH_CHECK_VALUE(img.is_cuda(), "img: expected a CUDA tensor, got device ", img.device());
   const auto st = img.scalar_type();
   int dtype;

@@ -24,6 +24,7 @@
 
 #include "common.h"
 #include "edges/edges.h"
+#include "edges/edges_checks.h"
 #include "edges/edges_kernels.cuh"
 
 namespace hmore {
@@ -244,23 +245,6 @@ void boundary_backward_planes(const T* g, const T* m, T* out, int64_t N, int H, 
   });
 }
 
-void check_size_limits(const at::Tensor& t, const char* name) {
-  // Kernels index a plane with int and planes with int64; arg maps store a plane index in int32.
-  TORCH_CHECK_VALUE(t.size(-1) < (int64_t{1} << 31) && t.size(-2) < (int64_t{1} << 31) &&
-                        t.size(-1) * t.size(-2) < (int64_t{1} << 31),
-                    name, ": H * W must be below 2^31, got shape ", t.sizes());
-}
-
-void check_mask_like(const at::Tensor& mask, const at::Tensor& ref, const char* ref_name) {
-  check_rank(mask, 4, "mask", "[B, 1, H, W]");
-  TORCH_CHECK_VALUE(mask.size(1) == 1 && mask.size(0) == ref.size(0) && mask.size(2) == ref.size(2) &&
-                        mask.size(3) == ref.size(3),
-                    "mask: expected shape [", ref.size(0), ", 1, ", ref.size(2), ", ", ref.size(3), "] to match ",
-                    ref_name, ", got ", mask.sizes());
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.is_floating_point(),
-                   "mask: expected a bool or floating-point tensor, got ", mask.scalar_type());
-  check_same_device(mask, "mask", ref, ref_name);
-}
 
 // thick boundary of the mask (as the flow's dtype) with the given band, [B, H, W] contiguous.
 at::Tensor band_weights(const at::Tensor& mask, at::ScalarType st, int64_t band) {
@@ -513,12 +497,6 @@ at::Tensor mask_boundary_backward_cpu(const at::Tensor& grad, const at::Tensor& 
 
 // ---- flow_edges -----------------------------------------------------------------------------------
 namespace {
-void check_flow(const at::Tensor& flow) {
-  check_rank(flow, 4, "flow", "[B, 2, H, W]");
-  TORCH_CHECK_VALUE(flow.size(1) == 2, "flow: expected 2 channels [B, 2, H, W], got shape ", flow.sizes());
-  check_float(flow, "flow", false);
-  check_size_limits(flow, "flow");
-}
 bool use_band(const std::optional<at::Tensor>& mask, std::optional<int64_t> band) {
   if (band.has_value()) TORCH_CHECK_VALUE(*band >= 1, "band: expected an int >= 1 or None, got ", *band);
   return mask.has_value() && band.has_value();
@@ -527,7 +505,7 @@ bool use_band(const std::optional<at::Tensor>& mask, std::optional<int64_t> band
 
 at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor>& mask, std::optional<int64_t> band,
                           bool normalize) {
-  check_flow(flow);
+  check_flow(flow, /*allow_half=*/false);
   if (mask.has_value()) check_mask_like(*mask, flow, "flow");
   const bool banded = use_band(mask, band);
   const auto fc = flow.contiguous();
@@ -602,7 +580,7 @@ at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor
 at::Tensor flow_edges_backward_cpu(const at::Tensor& grad, const at::Tensor& flow,
                                    const std::optional<at::Tensor>& mask, std::optional<int64_t> band,
                                    bool normalize) {
-  check_flow(flow);
+  check_flow(flow, /*allow_half=*/false);
   if (mask.has_value()) check_mask_like(*mask, flow, "flow");
   const bool banded = use_band(mask, band);
   check_rank(grad, 4, "grad", "[B, 1, H, W]");

@@ -15,6 +15,7 @@
 
 #include "common.h"
 #include "edges/edges.h"
+#include "edges/edges_checks.h"
 #include "edges/edges_cuda.h"
 #include "hd.h"
 
@@ -42,11 +43,6 @@ void check_cuda_tensor(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), name, ": expected a CUDA tensor, got one on ", t.device());
 }
 
-void check_size_limits(const at::Tensor& t, const char* name) {
-  // Kernels index within a plane with int; arg maps store a plane index in int32.
-  TORCH_CHECK_VALUE(t.size(-1) * t.size(-2) < (int64_t{1} << 31), name, ": H * W must be below 2^31, got shape ",
-                    t.sizes());
-}
 
 void check_launch(cudaError_t e, const char* op) {
   TORCH_CHECK(e == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(e));
@@ -61,16 +57,6 @@ int clamp_width(int64_t width, int64_t H, int64_t W) {
   return int(std::min<int64_t>(width, std::max<int64_t>(H, W)));  // a wider window sees the same pixels
 }
 
-void check_mask_like(const at::Tensor& mask, const at::Tensor& ref, const char* ref_name) {
-  check_rank(mask, 4, "mask", "[B, 1, H, W]");
-  TORCH_CHECK_VALUE(mask.size(1) == 1 && mask.size(0) == ref.size(0) && mask.size(2) == ref.size(2) &&
-                        mask.size(3) == ref.size(3),
-                    "mask: expected shape [", ref.size(0), ", 1, ", ref.size(2), ", ", ref.size(3), "] to match ",
-                    ref_name, ", got ", mask.sizes());
-  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool || mask.is_floating_point(),
-                   "mask: expected a bool or floating-point tensor, got ", mask.scalar_type());
-  check_same_device(mask, "mask", ref, ref_name);
-}
 
 // mask_boundary on a contiguous [B, 1, H, W] mask (bool or float) on the current stream.
 at::Tensor boundary_impl(const at::Tensor& mc, int mode, int w) {
@@ -86,12 +72,9 @@ at::Tensor boundary_impl(const at::Tensor& mc, int mode, int w) {
   return out;
 }
 
-void check_flow(const at::Tensor& flow) {
-  check_rank(flow, 4, "flow", "[B, 2, H, W]");
-  TORCH_CHECK_VALUE(flow.size(1) == 2, "flow: expected 2 channels [B, 2, H, W], got shape ", flow.sizes());
-  check_float(flow, "flow", true);
+void check_cuda_flow(const at::Tensor& flow) {
+  check_flow(flow, /*allow_half=*/true);
   check_cuda_tensor(flow, "flow");
-  check_size_limits(flow, "flow");
 }
 
 // The band weights mask_boundary(mask as the flow's dtype, "thick", band), or an undefined tensor.
@@ -239,7 +222,7 @@ at::Tensor mask_boundary_backward_cuda(const at::Tensor& grad, const at::Tensor&
 
 at::Tensor flow_edges_cuda(const at::Tensor& flow, const std::optional<at::Tensor>& mask, std::optional<int64_t> band,
                            bool normalize) {
-  check_flow(flow);
+  check_cuda_flow(flow);
   if (mask.has_value()) check_mask_like(*mask, flow, "flow");
   c10::cuda::CUDAGuard guard(flow.device());
   const auto fc = flow.contiguous();
@@ -260,7 +243,7 @@ at::Tensor flow_edges_cuda(const at::Tensor& flow, const std::optional<at::Tenso
 at::Tensor flow_edges_backward_cuda(const at::Tensor& grad, const at::Tensor& flow,
                                     const std::optional<at::Tensor>& mask, std::optional<int64_t> band,
                                     bool normalize) {
-  check_flow(flow);
+  check_cuda_flow(flow);
   if (mask.has_value()) check_mask_like(*mask, flow, "flow");
   check_rank(grad, 4, "grad", "[B, 1, H, W]");
   TORCH_CHECK_VALUE(grad.size(0) == flow.size(0) && grad.size(1) == 1 && grad.size(2) == flow.size(2) &&
