@@ -63,7 +63,10 @@ __global__ void __launch_bounds__(kTW* kTH)
   const long long b = b0 + blockIdx.z;
   const long long plane = static_cast<long long>(H) * W;
   const In* im = img + b * C * plane;
-  const int x0 = blockIdx.x * kTW, y0 = blockIdx.y * kTH;
+  // Tiles numbered row-major along grid x alone (launch_nms): gridDim.y's 65535 would cap H at 524280.
+  const int tiles_x = static_cast<int>((static_cast<long long>(W) + kTW - 1) / kTW);
+  const int ty = static_cast<int>(blockIdx.x) / tiles_x;
+  const int x0 = (static_cast<int>(blockIdx.x) - ty * tiles_x) * kTW, y0 = ty * kTH;
   const int tid = threadIdx.y * kTW + threadIdx.x;
 
   for (int k = tid; k < (kTH + 4) * (kTW + 4); k += kTW * kTH) {
@@ -177,7 +180,9 @@ cudaError_t launch_nms(const void* img, long long B, int C, int H, int W, bool l
   // gridDim.z is limited to 65535: larger batches go in chunks (a count fixed by the shape, not the data).
   for (long long b0 = 0; b0 < B; b0 += 65535) {
     const unsigned nb = static_cast<unsigned>(B - b0 < 65535 ? B - b0 : 65535);
-    const dim3 grid((W + kTW - 1) / kTW, (H + kTH - 1) / kTH, nb);
+    const long long tiles =
+        ((static_cast<long long>(W) + kTW - 1) / kTW) * ((static_cast<long long>(H) + kTH - 1) / kTH);
+    const dim3 grid(static_cast<unsigned>(tiles), 1, nb);  // tiles < B*H*W < 2^31
     nms_kernel<In, T, Th><<<grid, block, 0, stream>>>(static_cast<const In*>(img), C, H, W, b0, l2, lo, hi,
                                                      parent, root_strong, out);
     const cudaError_t e = cudaGetLastError();

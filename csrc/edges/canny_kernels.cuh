@@ -85,11 +85,13 @@ enum HmoreCannySector : int {
 template <typename T>
 HMORE_HD int hmore_canny_sector(T dx, T dy) {
   T ax = hmore_abs(dx), ay = hmore_abs(dy);
-  T y = ay * T(1 << HMORE_CANNY_SHIFT);
-  T tg22x = ax * T(HMORE_CANNY_TG22);
+  // Every product rounds on its own (hmore_mul/hmore_add are never contracted): nvcc could otherwise
+  // fuse ax * 13573 into the addition below as one fma, which rounds differently from the reference's
+  // separate float64 operations and can move a pixel across a sector boundary.
+  T y = hmore_mul(ay, T(1 << HMORE_CANNY_SHIFT));
+  T tg22x = hmore_mul(ax, T(HMORE_CANNY_TG22));
   if (y < tg22x) return HMORE_CANNY_HORIZ;
-  // ax * 2^16 is exact, so a contracted fma here rounds like the separate operations.
-  T tg67x = tg22x + ax * T(1 << (HMORE_CANNY_SHIFT + 1));
+  T tg67x = hmore_add(tg22x, hmore_mul(ax, T(1 << (HMORE_CANNY_SHIFT + 1))));
   if (y > tg67x) return HMORE_CANNY_VERT;
   return (dx * dy >= T(0)) ? HMORE_CANNY_DIAG_POS : HMORE_CANNY_DIAG_NEG;
 }

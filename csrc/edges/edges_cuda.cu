@@ -3,14 +3,16 @@
 // comes from edges_kernels.cuh, shared with the CPU kernels.
 //
 // Layout: stencil kernels use 32x8 thread blocks over (x, y), so a warp reads 32 consecutive pixels of
-// a row (coalesced), with grid z over planes (grid-stride past 65535). Each block stages its tile plus
+// a row (coalesced); the tiles of a plane are numbered along grid x (any H * W < 2^31 fits), with grid
+// z over planes (grid-stride past 65535). Each block stages its tile plus
 // a one-pixel halo (two for the fused gradient_magnitude backward) in shared memory, with the border
 // map applied while loading. Morphology is separable (a row pass and a column pass, one thread per
 // pixel), so its cost is O(width) per pixel instead of O(width^2).
 //
 // Determinism: every backward is a gather (each output element is written by one thread, in a fixed
 // summation order). flow_edges' per-image max uses atomicMax on the float bits (exact, order-free); its
-// tie count uses integer atomics (exact); its per-image dot product is reduced from per-block partial
+// tie count uses integer atomics (exact); its per-image dot product (accumulated in double, like the
+// CPU kernel: a sum over the whole image feeding the tie correction) is reduced from per-block partial
 // sums by one block per image in a fixed order. No floating-point atomics anywhere.
 //
 // dtypes: float32, float64, float16, bfloat16; arithmetic in float (double for float64). Conversions
@@ -92,6 +94,16 @@ __device__ __forceinline__ void load_tile(A* tile, const T* __restrict__ plane, 
   }
 }
 
+// Origin (i0, j0) of this block's tile. The tiles of a plane are numbered row-major along gridDim.x
+// alone (see tile_grid): with y tiles on gridDim.y, an image taller than 8 * 65535 rows (valid: only
+// H * W < 2^31 is required) could not be launched at all. One integer division per block.
+__device__ __forceinline__ void tile_origin(int W, int& i0, int& j0) {
+  const int tiles_x = int((int64_t(W) + TX - 1) / TX);
+  const int ty = int(blockIdx.x) / tiles_x;
+  i0 = ty * TY;
+  j0 = (int(blockIdx.x) - ty * tiles_x) * TX;
+}
+
 template <int PW, typename A>
 __device__ __forceinline__ void gather3x3(const A* tile, int r0, int c0, A v[3][3]) {
 #pragma unroll
@@ -139,7 +151,8 @@ __global__ void __launch_bounds__(NT) sobel_forward_kernel(const T* __restrict__
                                                            int H, int W, int border, A so, A sc, A inv) {
   constexpr int PW = TX + 2;
   __shared__ A tile[(TY + 2) * PW];
-  const int i0 = blockIdx.y * TY, j0 = blockIdx.x * TX;
+  int i0, j0;
+  tile_origin(W, i0, j0);
   const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
   const int64_t HW = int64_t(H) * W;
   for (int64_t n = blockIdx.z; n < N; n += gridDim.z) {
@@ -166,7 +179,8 @@ __global__ void __launch_bounds__(NT) sobel_backward_kernel(const TG* __restrict
                                                             int H, int W, int border, A so, A sc, A inv) {
   constexpr int PW = TX + 2;
   __shared__ A tx[(TY + 2) * PW], ty[(TY + 2) * PW];
-  const int i0 = blockIdx.y * TY, j0 = blockIdx.x * TX;
+  int i0, j0;
+  tile_origin(W, i0, j0);
   const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
   const int64_t HW = int64_t(H) * W;
   for (int64_t n = blockIdx.z; n < N; n += gridDim.z) {
@@ -194,7 +208,8 @@ __global__ void __launch_bounds__(NT)
                            bool reduce_sum, A so, A sc, A inv, A eps) {
   constexpr int PW = TX + 2;
   __shared__ A tile[(TY + 2) * PW];
-  const int i0 = blockIdx.y * TY, j0 = blockIdx.x * TX;
+  int i0, j0;
+  tile_origin(W, i0, j0);
   const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
   const bool inb = i < H && j < W;
   const int64_t HW = int64_t(H) * W;
@@ -227,7 +242,8 @@ __global__ void __launch_bounds__(NT)
   constexpr int XW = TX + 4, GW = TX + 2;
   __shared__ A xt[(TY + 4) * XW];
   __shared__ A gbx[(TY + 2) * GW], gby[(TY + 2) * GW];
-  const int i0 = blockIdx.y * TY, j0 = blockIdx.x * TX;
+  int i0, j0;
+  tile_origin(W, i0, j0);
   const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
   const int tid = threadIdx.y * TX + threadIdx.x;
   const int64_t HW = int64_t(H) * W;
@@ -365,24 +381,27 @@ __global__ void boundary_backward_kernel(const T* __restrict__ g, const int32_t*
 // ---- flow_edges ---------------------------------------------------------------------------------------
 // One pass over the flow: both channels' Sobel, the magnitude and the per-image max (block reduction,
 // then one atomicMax per block). Forward (BWD = false) writes m to out; backward keeps m and the four
-// derivatives in float workspaces and writes each block's partial sum of grad * band * m.
+// derivatives in float workspaces and writes each block's partial sum of grad * band * m (in double).
 template <bool BWD, typename T, typename A>
 __global__ void __launch_bounds__(NT)
     flow_mag_kernel(const T* __restrict__ flow, const T* __restrict__ grad, const T* __restrict__ band,
                     T* __restrict__ out, A* __restrict__ mt, A* __restrict__ G, A* __restrict__ Mbuf,
-                    A* __restrict__ partial, int64_t B, int H, int W, A so, A sc, A inv) {
+                    double* __restrict__ partial, int64_t B, int H, int W, A so, A sc, A inv) {
   constexpr int PW = TX + 2;
   __shared__ A t0[(TY + 2) * PW], t1[(TY + 2) * PW];
   __shared__ A red[NT / 32];
-  const int i0 = blockIdx.y * TY, j0 = blockIdx.x * TX;
+  __shared__ double dred[NT / 32];
+  int i0, j0;
+  tile_origin(W, i0, j0);
   const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
   const int64_t HW = int64_t(H) * W;
-  const int64_t nblk = int64_t(gridDim.x) * gridDim.y;
+  const int64_t nblk = gridDim.x;  // tiles per image (tile_grid)
   for (int64_t b = blockIdx.z; b < B; b += gridDim.z) {
     load_tile<1>(t0, flow + b * 2 * HW, H, W, i0, j0, kReplicate);
     load_tile<1>(t1, flow + b * 2 * HW + HW, H, W, i0, j0, kReplicate);
     __syncthreads();
-    A m = A(0), dot = A(0);
+    A m = A(0);
+    double dot = 0.0;
     if (i < H && j < W) {
       A v[3][3], gx0, gy0, gx1, gy1;
       gather3x3<PW>(t0, threadIdx.y, threadIdx.x, v);
@@ -400,14 +419,15 @@ __global__ void __launch_bounds__(NT)
         G[pg + HW] = gy0;
         G[pg + 2 * HW] = gx1;
         G[pg + 3 * HW] = gy1;
-        dot = A(acc_of(grad[p])) * (band ? A(acc_of(band[p])) : A(1)) * m;
+        // the CPU kernel's rounding: grad * band in the working type, the product with m in double
+        dot = double(A(acc_of(grad[p])) * (band ? A(acc_of(band[p])) : A(1))) * double(m);
       }
     }
     const A bm = block_reduce<true>(m, red);
     if (threadIdx.x == 0 && threadIdx.y == 0) atomic_max_nonneg(Mbuf + b, bm);
     if (BWD) {
-      const A bs = block_reduce<false>(dot, red);
-      if (threadIdx.x == 0 && threadIdx.y == 0) partial[b * nblk + blockIdx.y * gridDim.x + blockIdx.x] = bs;
+      const double bs = block_reduce<false>(dot, dred);
+      if (threadIdx.x == 0 && threadIdx.y == 0) partial[b * nblk + blockIdx.x] = bs;
     }
   }
 }
@@ -431,14 +451,14 @@ __global__ void flow_scale_kernel(T* __restrict__ out, const T* __restrict__ ban
 
 // One block per image: the per-block partial sums in a fixed order (deterministic).
 template <typename A>
-__global__ void __launch_bounds__(NT) flow_dot_kernel(const A* __restrict__ partial, A* __restrict__ dot,
+__global__ void __launch_bounds__(NT) flow_dot_kernel(const double* __restrict__ partial, A* __restrict__ dot,
                                                       int64_t nblk) {
-  __shared__ A red[NT / 32];
+  __shared__ double red[NT / 32];
   const int tid = threadIdx.y * TX + threadIdx.x;
-  A s = A(0);
+  double s = 0.0;
   for (int64_t k = tid; k < nblk; k += NT) s += partial[blockIdx.x * nblk + k];
   s = block_reduce<false>(s, red);
-  if (tid == 0) dot[blockIdx.x] = s;
+  if (tid == 0) dot[blockIdx.x] = A(s);  // rounded once, like the CPU's T(dot)
 }
 
 // How many pixels reach the image's max (torch's amax backward splits evenly among ties).
@@ -493,10 +513,13 @@ cudaError_t dispatch_float(int dtype, F&& f) {
   }
 }
 
+// Tiles of one plane, all on grid x (tile_origin), planes on grid z (grid-stride past 65535).
+int64_t tiles_per_plane(int H, int W) { return ((int64_t(W) + TX - 1) / TX) * ((int64_t(H) + TY - 1) / TY); }
+
 bool tile_grid(int64_t planes, int H, int W, dim3& grid) {
-  const int64_t gy = (int64_t(H) + TY - 1) / TY;
-  if (gy > 65535) return false;
-  grid = dim3(unsigned((int64_t(W) + TX - 1) / TX), unsigned(gy), unsigned(planes < 65535 ? planes : 65535));
+  const int64_t nt = tiles_per_plane(H, W);
+  if (nt > 2147483647) return false;  // cannot happen while H * W < 2^31
+  grid = dim3(unsigned(nt), 1u, unsigned(planes < 65535 ? planes : 65535));
   return true;
 }
 
@@ -669,12 +692,12 @@ cudaError_t hmore_mask_boundary_backward_cuda(const void* grad, const void* mask
 size_t hmore_flow_edges_workspace_bytes(int64_t B, int H, int W, int dtype, int backward) {
   const size_t a = acc_size(dtype);
   const size_t n = size_t(B) * size_t(H) * size_t(W);
-  const size_t nblk = size_t((W + TX - 1) / TX) * size_t((H + TY - 1) / TY);
+  const size_t nblk = size_t(tiles_per_plane(H, W));  // flow_mag_kernel's blocks per image
   size_t bytes = align_up(size_t(B) * a);  // per-image max
   if (backward) {
     bytes += align_up(size_t(B) * a);                     // per-image dot
     bytes += align_up(size_t(B) * sizeof(unsigned int));  // tie counts
-    bytes += align_up(size_t(B) * nblk * a);              // per-block partial dots
+    bytes += align_up(size_t(B) * nblk * sizeof(double));  // per-block partial dots (double)
     bytes += align_up(n * a) + align_up(4 * n * a);       // m, the four derivatives
   }
   return bytes;
@@ -717,12 +740,12 @@ cudaError_t hmore_flow_edges_backward_cuda(const void* grad, const void* flow, c
     using T = decltype(t);
     using A = decltype(a);
     const int64_t HW = int64_t(H) * W, total = B * HW;
-    const int64_t nblk = int64_t(grid.x) * grid.y;
+    const int64_t nblk = grid.x;  // = tiles_per_plane, as in the workspace size
     Carve cv{static_cast<char*>(workspace)};
     A* Mbuf = cv.take<A>(B);
     A* dot = cv.take<A>(B);
     unsigned int* cnt = cv.take<unsigned int>(B);
-    A* partial = cv.take<A>(B * nblk);
+    double* partial = cv.take<double>(B * nblk);
     A* mt = cv.take<A>(total);
     A* G = cv.take<A>(4 * total);
     cudaError_t e = cudaMemsetAsync(Mbuf, 0, size_t(B) * sizeof(A), stream);
