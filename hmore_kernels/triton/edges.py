@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
+from triton.language.extra import libdevice
 
 from ..reference.edges import canny_thresholds
 
@@ -58,6 +59,14 @@ def _op(name):
     return deco
 
 
+# canny is bit-exact against the reference, which rounds every product and every sum. Compiled for a GPU,
+# a * b + c is contracted into one FMA that rounds once (Triton's default). A launch option
+# (enable_fp_fusion=False) would not hold everywhere: torch.compile's inductor drops it for user kernels.
+# So the float64 products that matter go through libdevice's mul_rn, i.e. PTX mul.rn.f64, which is never
+# contracted (tests/test_triton_compile.py checks canny's PTX holds no fma.rn.f64). The interpreter rounds
+# every operation anyway and cannot call libdevice. (CUDA only: HIP's libdevice has no mul_rn.)
+_MUL_RN = tl.constexpr(not _INTERPRET)
+
 _BORDER = {"replicate": 0, "reflect101": 1, "zeros": 2}
 _MODE = {"inner": 0, "outer": 1, "thick": 2}
 # smoothing taps (outer, centre) and normaliser of the 3x3 derivative kernels
@@ -82,6 +91,16 @@ def _sqrt(v, IS64: tl.constexpr):
         return tl.sqrt(v)
     else:
         return tl.sqrt_rn(v)
+
+
+@triton.jit
+def _mul_rn(a, b):
+    """a * b rounded by itself, never fused into an FMA with a later add. a: a float64 tensor; b: a float64
+    tensor or a constant exact in float32 (a constexpr float is materialised as float32 first)."""
+    if _MUL_RN:
+        return libdevice.mul_rn(a, tl.cast(b, tl.float64))
+    else:
+        return a * b
 
 
 @triton.jit
@@ -142,8 +161,13 @@ def _deriv_tile(base, rows, cols, H, W, S0: tl.constexpr, S1: tl.constexpr, BORD
     x20 = _tap(base, r2, v2, c0, w0, inside, W, BORDER, IS64)
     x21 = _tap(base, r2, v2, c1, w1, inside, W, BORDER, IS64)
     x22 = _tap(base, r2, v2, c2, w2, inside, W, BORDER, IS64)
-    gx = S0 * ((x02 - x00) + (x22 - x20)) + S1 * (x12 - x10)
-    gy = S0 * ((x20 - x00) + (x22 - x02)) + S1 * (x21 - x01)
+    if IS64:
+        # the reference's roundings exactly (canny is bit-exact): no FMA
+        gx = _mul_rn((x02 - x00) + (x22 - x20), S0) + _mul_rn(x12 - x10, S1)
+        gy = _mul_rn((x20 - x00) + (x22 - x02), S0) + _mul_rn(x21 - x01, S1)
+    else:
+        gx = S0 * ((x02 - x00) + (x22 - x20)) + S1 * (x12 - x10)
+        gy = S0 * ((x20 - x00) + (x22 - x02)) + S1 * (x21 - x01)
     return gx, gy
 
 
@@ -711,7 +735,8 @@ def _canny_gray_kernel(img_ptr, wts_ptr, gray_ptr, NI, C, H, W, IS_U8: tl.conste
             r = tl.load(base + off, mask=inside, other=0).to(tl.float64)
             gg = tl.load(base + hw + off, mask=inside, other=0).to(tl.float64)
             b = tl.load(base + 2 * hw + off, mask=inside, other=0).to(tl.float64)
-            g = r * tl.load(wts_ptr) + gg * tl.load(wts_ptr + 1) + b * tl.load(wts_ptr + 2)
+            # each product rounded by itself, as the reference computes it (no FMA: see _MUL_RN)
+            g = _mul_rn(r, tl.load(wts_ptr)) + _mul_rn(gg, tl.load(wts_ptr + 1)) + _mul_rn(b, tl.load(wts_ptr + 2))
     tl.store(gray_ptr + img.to(tl.int64) * hw + off, g, mask=inside)
 
 
@@ -722,7 +747,7 @@ def _canny_mag_kernel(gray_ptr, mag_ptr, NI, H, W, L2: tl.constexpr, BH: tl.cons
     inside = (rows[:, None] < H) & (cols[None, :] < W)
     dx, dy = _deriv_tile(gray_ptr + img.to(tl.int64) * hw, rows, cols, H, W, 1.0, 2.0, 0, True)
     if L2:
-        mag = dx * dx + dy * dy
+        mag = _mul_rn(dx, dx) + _mul_rn(dy, dy)  # no FMA: the reference rounds both squares
     else:
         mag = tl.abs(dx) + tl.abs(dy)
     tl.store(mag_ptr + img.to(tl.int64) * hw + rows[:, None] * W + cols[None, :], mag, mask=inside)
@@ -760,8 +785,10 @@ def _canny_nms_kernel(gray_ptr, mag_ptr, label_ptr, strong_ptr, thr_ptr, NI, H, 
     ax = tl.abs(dx)
     ay = tl.abs(dy)
     y = ay * 32768.0
-    tg22x = ax * 13573.0
-    tg67x = tg22x + ax * 65536.0
+    # tg67x = tg22x + ax * 65536 with both products rounded (a plain tg22x would be fused into the add,
+    # an FMA that rounds once: tg67x would differ from the reference's)
+    tg22x = _mul_rn(ax, 13573.0)
+    tg67x = tg22x + _mul_rn(ax, 65536.0)
     horiz = y < tg22x
     vert = (~horiz) & (y > tg67x)
     diag = ~(horiz | vert)
