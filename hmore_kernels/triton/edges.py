@@ -1,10 +1,12 @@
 """Triton backend of the edge/boundary family (ops.md §2, §5): ``torch.ops.hmore_triton.<op>``.
 
-Every op is a :func:`torch.library.triton_op` whose schema (inferred from the annotations below) equals
-the C++ one in ``csrc/edges/edges.cpp``; kernels are launched through :func:`torch.library.wrap_triton`
-so torch.compile sees them. ``triton_op`` registers the Python body itself as the fake kernel (it is run
-on FakeTensors, where the wrapped launches do nothing), so no separate ``register_fake`` is needed.
-Autograd comes from :mod:`hmore_kernels._autograd`, shared with the native namespace.
+On a GPU every op is a :func:`torch.library.triton_op` launching its kernels through
+:func:`torch.library.wrap_triton`, so torch.compile sees the kernels; ``triton_op`` registers the Python
+body as the fake kernel (run on FakeTensors, where the wrapped launches do nothing). Its schema is
+inferred from the annotations (torch 2.13 ignores ``schema=``), which matches the C++ one in
+``csrc/edges/edges.cpp`` except that ``int`` reads ``SymInt``. Under ``TRITON_INTERPRET=1`` the ops are
+plain custom ops with the exact C++ schemas and the fake kernels of :mod:`hmore_kernels._fake` (see
+``_op`` below). Autograd comes from :mod:`hmore_kernels._autograd`, shared with the native namespace.
 
 Layout: NCHW, contiguous (inputs are made so). Image kernels run one program per ``BH x BW`` tile of
 one image, on a flattened 1-D grid ``tiles_per_image * images`` (no 65535 limit on the image count);
