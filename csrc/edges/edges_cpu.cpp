@@ -36,6 +36,19 @@ using namespace hmore::edges;
 // Rows per parallel task: about 16k pixels, so tiny images do not pay for threads.
 int64_t row_grain(int64_t W) { return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(W, 1)); }
 
+// Per-task scratch of deriv_row: s and d (W + 2 each), z (W zeros: the missing row of the zeros
+// border), then `extra` more rows of W for the caller (extra(k) is the k-th).
+template <typename T>
+struct DerivScratch {
+  DerivScratch(int W, int extra) : W_(W), buf(2 * (size_t(W) + 2) + size_t(W) * (1 + extra), T(0)) {}
+  T* s() { return buf.data(); }
+  T* d() { return buf.data() + (W_ + 2); }
+  const T* z() { return buf.data() + 2 * (W_ + 2); }
+  T* extra(int k) { return buf.data() + 2 * (W_ + 2) + size_t(W_) * (1 + k); }
+  int W_;
+  std::vector<T> buf;
+};
+
 // gx, gy of row i of one plane [H, W]. s, d: scratch of W + 2 (entry j + 1 holds column j, entries 0
 // and W + 1 the border columns); zrow: W zeros (the missing row of the zeros border).
 template <typename T>
@@ -294,10 +307,10 @@ at::Tensor sobel_cpu(const at::Tensor& x, bool normalized, const std::string& bo
     T* op = out.data_ptr<T>();
     const int64_t HW = int64_t(H) * W;
     at::parallel_for(0, N * H, row_grain(W), [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(2 * (W + 2) + W, T(0));
-      T* s = buf.data();
-      T* d = s + (W + 2);
-      const T* z = d + (W + 2);
+      DerivScratch<T> scratch(W, 0);
+      T* s = scratch.s();
+      T* d = scratch.d();
+      const T* z = scratch.z();
       for (int64_t r = begin; r < end; ++r) {
         const int64_t n = r / H;
         const int i = int(r % H);
@@ -352,13 +365,13 @@ at::Tensor gradient_magnitude_cpu(const at::Tensor& x, const std::string& kernel
     T* op = out.data_ptr<T>();
     const int64_t HW = int64_t(H) * W;
     at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(2 * (W + 2) + 4 * W, T(0));
-      T* s = buf.data();
-      T* d = s + (W + 2);
-      const T* z = d + (W + 2);
-      T* gx = d + (W + 2) + W;
-      T* gy = gx + W;
-      T* acc = gy + W;
+      DerivScratch<T> scratch(W, 3);
+      T* s = scratch.s();
+      T* d = scratch.d();
+      const T* z = scratch.z();
+      T* gx = scratch.extra(0);
+      T* gy = scratch.extra(1);
+      T* acc = scratch.extra(2);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H;
         const int i = int(r % H);
@@ -421,10 +434,10 @@ at::Tensor gradient_magnitude_backward_cpu(const at::Tensor& grad, const at::Ten
     const int64_t HW = int64_t(H) * W;
     // Pass 1: d mag / d(gx, gy) = grad * (gx, gy) / mag, with gx, gy recomputed from x.
     at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(2 * (W + 2) + W, T(0));
-      T* s = buf.data();
-      T* d = s + (W + 2);
-      const T* z = d + (W + 2);
+      DerivScratch<T> scratch(W, 0);
+      T* s = scratch.s();
+      T* d = scratch.d();
+      const T* z = scratch.z();
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H;
         const int i = int(r % H);
@@ -540,14 +553,14 @@ at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor
     std::vector<T> rowmax(B * H);
     // Pass 1 (the only one over the flow): both channels' derivatives, the magnitude, row maxima.
     at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(2 * (W + 2) + 5 * W, T(0));
-      T* s = buf.data();
-      T* d = s + (W + 2);
-      const T* z = d + (W + 2);
-      T* gx0 = d + (W + 2) + W;
-      T* gy0 = gx0 + W;
-      T* gx1 = gy0 + W;
-      T* gy1 = gx1 + W;
+      DerivScratch<T> scratch(W, 4);
+      T* s = scratch.s();
+      T* d = scratch.d();
+      const T* z = scratch.z();
+      T* gx0 = scratch.extra(0);
+      T* gy0 = scratch.extra(1);
+      T* gx1 = scratch.extra(2);
+      T* gy1 = scratch.extra(3);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H;
         const int i = int(r % H);
@@ -630,10 +643,10 @@ at::Tensor flow_edges_backward_cpu(const at::Tensor& grad, const at::Tensor& flo
     std::vector<double> rowdot(B * H);
     // Pass 1: recompute the derivatives (kept in gbar) and the magnitude.
     at::parallel_for(0, B * H, row_grain(W), [&](int64_t begin, int64_t end) {
-      std::vector<T> buf(2 * (W + 2) + W, T(0));
-      T* s = buf.data();
-      T* d = s + (W + 2);
-      const T* z = d + (W + 2);
+      DerivScratch<T> scratch(W, 0);
+      T* s = scratch.s();
+      T* d = scratch.d();
+      const T* z = scratch.z();
       for (int64_t r = begin; r < end; ++r) {
         const int64_t b = r / H;
         const int i = int(r % H);
