@@ -89,6 +89,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy"],
     extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"]},
+    entry_points={"console_scripts": ["hmore=hmore.cli:main"]},
     ext_modules=extensions(),
     cmdclass=cmdclass(),
 )

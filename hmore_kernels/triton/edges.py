@@ -16,16 +16,16 @@ deterministic, no atomics. The only atomics are in canny's union-find, whose *re
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 from triton.language.extra import libdevice
 
 from ..reference.edges import canny_thresholds
+from ._common import INTERPRET, op_decorator
 
 # The C++ schemas (csrc/edges/edges.cpp), verbatim.
 _SCHEMAS = {
@@ -41,24 +41,8 @@ _SCHEMAS = {
     "distance_transform": "(Tensor mask, bool return_indices=False) -> (Tensor, Tensor)",
 }
 
-# Under TRITON_INTERPRET=1, @triton.jit yields an InterpretedFunction, which wrap_triton cannot trace: it
-# hands the raw kernel back, so triton_op's fake kernel (its own body run on FakeTensors) would launch
-# the interpreter on FakeTensors, and its functional decomposition under torch.compile likewise. There
-# the ops are opaque custom ops with the exact C++ schemas and the fake kernels of hmore_kernels._fake.
-# On a GPU they are triton_ops (visible to torch.compile); note that torch 2.13's triton_op ignores
-# ``schema=`` and infers it from the annotations, which turns ``int`` into ``SymInt``.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _op(name):
-    qual = f"hmore_triton::{name}"
-
-    def deco(fn):
-        if _INTERPRET:
-            return torch.library.custom_op(qual, fn, mutates_args=(), schema=_SCHEMAS[name])
-        return triton_op(qual, fn, mutates_args=(), schema=_SCHEMAS[name])
-
-    return deco
+_INTERPRET = INTERPRET
+_op = op_decorator(_SCHEMAS)
 
 
 # canny is bit-exact against the reference, which rounds every product and every sum. Compiled for a GPU,

@@ -1,0 +1,4 @@
+"""The chamfer family: placeholder, filled in by its issue."""
+from __future__ import annotations
+
+__all__: list[str] = []
