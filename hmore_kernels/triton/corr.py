@@ -74,6 +74,9 @@ _INTERPRET = INTERPRET
 _op = op_decorator(_SCHEMAS)
 
 MAX_LEVELS = 8  # pyramid levels per corr_lookup launch (more levels: one launch per 8)
+# Tile sizes for a GPU; the interpreter (cost per program, not per element) gets wider tiles. The AOT
+# compile test sets this to True while recording, so that it compiles what a GPU runs.
+_TILES_GPU = not INTERPRET
 _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -143,9 +146,7 @@ def _bmm(a, b, c, alpha, acc=False):
         if not acc:
             c.zero_()
         return
-    BM = min(64, _p2(M, 16))
-    BN = min(64, _p2(N, 16))
-    BK = min(32, _p2(K, 16))
+    BM, BN, BK = 64, 64, 32  # fixed: one specialization per dtype (masked edges cost little)
     prec = "ieee" if a.dtype == torch.float32 else "tf32"  # fp16/bf16 operands ignore it
     grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN) * Z,)
     wrap_triton(_bmm_kernel)[grid](
@@ -383,7 +384,7 @@ def _lookup_fwd_kernel(coords_ptr, out_ptr, p0, p1, p2, p3, p4, p5, p6, p7, h0, 
         ptr = _sel(l, p0, p1, p2, p3, p4, p5, p6, p7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv: tl.constexpr = 1.0 / (1 << (L0 + l))
+        inv = 1.0 / (1 << (L0 + l))
         x = (cx * inv)[:, None] + dx[None, :]
         y = (cy * inv)[:, None] + dy[None, :]
         x0, wx0, wx1 = _floor_pos(x, -2.0, w + 1.0)
@@ -429,7 +430,7 @@ def _lookup_bwd_kernel(grad_ptr, coords_ptr, gc_ptr, p0, p1, p2, p3, p4, p5, p6,
         gptr = _sel(l, q0, q1, q2, q3, q4, q5, q6, q7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv: tl.constexpr = 1.0 / (1 << (L0 + l))
+        inv = 1.0 / (1 << (L0 + l))
         base = (n64 * h * w)[:, None]
         # coordinates: per tap, exactly the forward's positions
         x = (cx * inv)[:, None] + dx[None, :]
@@ -571,7 +572,7 @@ def _otf_window_kernel(f1_ptr, f2_ptr, coords_ptr, c_ptr, NQ, HW1, D, o0, o1, o2
         off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv: tl.constexpr = 1.0 / (1 << l)
+        inv = 1.0 / (1 << l)
         xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
         yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
         xa = xc0[:, None] - R + bb[None, :]
@@ -616,7 +617,7 @@ def _otf_taps_kernel(c_ptr, coords_ptr, grad_ptr, out_ptr, NQ, HW1, NL: tl.const
     gx = tl.zeros([BN], tl.float32)
     gy = tl.zeros([BN], tl.float32)
     for l in tl.static_range(NL):
-        inv: tl.constexpr = 1.0 / (1 << l)
+        inv = 1.0 / (1 << l)
         ccx = cx * inv
         ccy = cy * inv
         # window origin as in _otf_window_kernel (the clamp bound only matters past the window)
@@ -667,7 +668,7 @@ def _otf_gwin_kernel(grad_ptr, coords_ptr, gw_ptr, key_ptr, NQ, HW1, h0, h1, h2,
     for l in tl.static_range(NL):
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv: tl.constexpr = 1.0 / (1 << l)
+        inv = 1.0 / (1 << l)
         xc0, ux0, ux1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
         yc0, uy0, uy1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
         gw = _window_grad(grad_ptr, gb, HW1, l * T, bb[None, :], a[None, :], ux0[:, None], ux1[:, None],
@@ -710,7 +711,7 @@ def _otf_gf1_kernel(gw_ptr, f2_ptr, coords_ptr, gf1_ptr, NQ, HW1, D, o0, o1, o2,
             off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
             h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
             w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-            inv: tl.constexpr = 1.0 / (1 << l)
+            inv = 1.0 / (1 << l)
             xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
             yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
             xa = xc0[:, None] - R + bb[None, :]
@@ -748,7 +749,7 @@ def _otf_scatter_atomic_kernel(gw_ptr, f1_ptr, coords_ptr, g2_ptr, NQ, HW1, D, o
         off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv: tl.constexpr = 1.0 / (1 << l)
+        inv = 1.0 / (1 << l)
         xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
         yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
         xa = xc0[:, None] - R + bb[None, :]
@@ -821,8 +822,12 @@ def _otf_setup(fmap1, fmap2, coords, radius, num_levels, scale, layout):
 
 def _otf_blocks(radius, D):
     _, TP, WP = _lookup_blocks(radius)
-    BD = min(_p2(D), 64 if INTERPRET else 32)
-    BN = max(1, min(16, 4096 // (WP * BD))) if not INTERPRET else 16
+    if _TILES_GPU:  # a [BN, window, BD] tile of 4096 elements: one query per program at r = 4
+        BD = 32
+        BN = max(1, min(16, 4096 // (WP * BD)))
+    else:
+        BD = min(_p2(D), 64)
+        BN = 16
     return BN, TP, WP, BD
 
 
@@ -1030,7 +1035,7 @@ def _local_setup(fmap1, max_displacement, stride, dilation):
     if dilation < 1:
         raise ValueError(f"dilation: expected an int >= 1, got {dilation}")
     KP = _p2((2 * max_displacement + 1) ** 2)
-    BP = max(1, min(128, 4096 // KP)) if not INTERPRET else max(1, min(256, 8192 // KP))
+    BP = max(1, min(128, 4096 // KP)) if _TILES_GPU else max(1, min(256, 8192 // KP))
     return KP, BP
 
 
@@ -1046,7 +1051,8 @@ def local_corr(fmap1: torch.Tensor, fmap2: torch.Tensor, max_displacement: int, 
         return out
     f1 = fmap1.contiguous()
     f2 = fmap2.to(fmap1.dtype).contiguous()
-    BP = min(BP, _p2(Ho * Wo))
+    if not _TILES_GPU:
+        BP = min(BP, _p2(Ho * Wo))
     wrap_triton(_local_fwd_kernel)[(B * triton.cdiv(Ho * Wo, BP),)](
         f1, f2, out, B, D, H, W, Ho, Wo, stride, dilation, _scale(D, scale), max_displacement, BP, KP
     )
@@ -1066,7 +1072,8 @@ def _local_corr_backward(grad: torch.Tensor, fmap1: torch.Tensor, fmap2: torch.T
     g = grad.to(torch.float32).contiguous()
     f1 = fmap1.contiguous()
     f2 = fmap2.contiguous()
-    BP = min(BP, _p2(H * W))
+    if not _TILES_GPU:
+        BP = min(BP, _p2(H * W))
     grid = (B * triton.cdiv(H * W, BP),)
     s = _scale(D, scale)
     wrap_triton(_local_bwd_f1_kernel)[grid](g, f2, g1, B, D, H, W, Ho, Wo, stride, dilation, s, max_displacement,
