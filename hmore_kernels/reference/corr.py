@@ -26,8 +26,10 @@ LAYOUTS = ("raft", "yx")
 
 
 def default_scale(D: int, scale):
-    """``scale`` or ``1/sqrt(D)`` when None (ops.md §1)."""
-    return 1.0 / math.sqrt(D) if scale is None else float(scale)
+    """``scale`` or ``1/sqrt(D)`` when None (ops.md §1); D = 0 (an empty dot product) uses 1."""
+    if scale is not None:
+        return float(scale)
+    return 1.0 / math.sqrt(D) if D > 0 else 1.0
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
