@@ -76,21 +76,36 @@ class _Case:
 
 
 def _cases():
-    cases = []
-    for dt in (torch.float32,) + LOWP:
-        n = str(dt).split(".")[-1]
-        every = dt == torch.float32
-        cases.append(_Case(f"corr_volume-{n}", _volume, dt))
-        cases.append(_Case(f"corr_pyramid-{n}", _pyramid, dt))
-        for radius, layout in (((1, "raft"), (4, "yx")) if every else ((4, "raft"),)):
-            cases.append(_Case(f"corr_lookup-{n}-r{radius}-{layout}", _lookup, dt, radius, layout))
-        for radius, layout, det in (((1, "raft", False), (4, "yx", True)) if every else ((4, "raft", False),)):
-            cases.append(_Case(f"corr_lookup_otf-{n}-r{radius}-{layout}-{'det' if det else 'atomic'}", _otf, dt,
-                               radius, layout, det))
-        for d, stride, dil in (((1, 1, 1), (4, 2, 2)) if every else ((4, 1, 1),)):
-            cases.append(_Case(f"local_corr-{n}-d{d}-s{stride}-dil{dil}", _local, dt, d, stride, dil))
-    # more than 8 levels: a second launch that accumulates into the coordinate gradient
-    cases.append(_Case("corr_lookup-float32-r1-raft-9levels", _lookup, torch.float32, 1, "raft", 9))
+    """float32: every kernel and branch constexpr at RAFT's radius 4, compiled for sm_80 and sm_90;
+    float16/bfloat16: the ops they reach, sm_90 only. HMORE_TRITON_COMPILE_FULL=1 adds radius 1, the other
+    layout/scatter combinations, every op in every dtype, and a 9-level lookup (two launches, the second
+    accumulating)."""
+    full = TTC.FULL
+    f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
+    cases = [
+        _Case("corr_volume-float32", _volume, f32),
+        _Case("corr_pyramid-float32", _pyramid, f32),
+        _Case("corr_lookup-float32-r4-raft", _lookup, f32, 4, "raft"),
+        _Case("corr_lookup_otf-float32-r4-yx-det", _otf, f32, 4, "yx", True),
+        _Case("corr_lookup_otf-float32-r4-raft-atomic", _otf, f32, 4, "raft", False),
+        _Case("local_corr-float32-d4-s2-dil2", _local, f32, 4, 2, 2),
+        _Case("corr_volume-float16", _volume, f16),
+        _Case("corr_lookup-float16-r4-raft", _lookup, f16, 4, "raft"),
+        _Case("corr_lookup_otf-float16-r4-raft-atomic", _otf, f16, 4, "raft", False),
+        _Case("local_corr-float16-d4-s1-dil1", _local, f16, 4, 1, 1),
+        _Case("corr_volume-bfloat16", _volume, bf16),
+        _Case("corr_lookup_otf-bfloat16-r4-raft-atomic", _otf, bf16, 4, "raft", False),
+    ]
+    if full:
+        for dt in (f32, f16, bf16):
+            n = str(dt).split(".")[-1]
+            cases += [
+                _Case(f"corr_pyramid-{n}-full", _pyramid, dt),
+                _Case(f"corr_lookup-{n}-r1-yx-full", _lookup, dt, 1, "yx"),
+                _Case(f"corr_lookup_otf-{n}-r1-raft-det-full", _otf, dt, 1, "raft", True),
+                _Case(f"local_corr-{n}-d1-s3-dil1-full", _local, dt, 1, 3, 1),
+            ]
+        cases.append(_Case("corr_lookup-float32-r1-raft-9levels-full", _lookup, f32, 1, "raft", 9))
     return cases
 
 
