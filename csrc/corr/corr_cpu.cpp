@@ -3,11 +3,12 @@
 // (lookups add 4 products; dot products go through BLAS or a vectorised float loop).
 //
 // * corr_volume: one batched GEMM (baddbmm with alpha = scale, beta = 0: the scale is fused).
-// * corr_pyramid: level 0 is the volume, levels l >= 1 are avg_pool2d of the stored level l-1 -- the
-//   same operator RAFT uses, so the pyramid is bit-identical to RAFT's. Measured on the 2-core EPYC at
-//   1/8 of 368x496 and 736x1280 with D = 128/256: pooling the stored volume (a memory pass over 1 + 1/4
-//   + 1/16 of the volume) is 2-4x faster than correlating fmap1 with pooled fmap2 per level (D
-//   multiply-adds per cell of every level). The backward goes the other way (linearity): grad fmap1 =
+// * corr_pyramid: level 0 is the volume, levels l >= 1 pool the stored level l-1 (pool_planes, ATen's
+//   avg_pool2d summation order), so the levels are RAFT's to the bit given level 0. Measured on the
+//   shared 2-core EPYC at 1/8 of 736x1280 (92x160), D = 256: pooling levels 1-3 costs 0.1-1.3 s (memory
+//   bound, noisy under load) against 1.4 s for correlating fmap1 with the pooled fmap2 per level (a GEMM
+//   of 1/4 + 1/16 + 1/64 of the volume's flops); at D = 128 the two are about even. Pooling wins or
+//   ties and keeps RAFT's exact numbers. The backward goes the other way (linearity): grad fmap1 =
 //   sum_l scale * G_l @ pool_l(fmap2)^T and grad fmap2 = sum_l unpool_l(scale * fmap1^T @ G_l), so no
 //   volume-sized temporary is made beyond the incoming grads.
 // * corr_lookup: one pass over query pixels covering all levels and taps; x and y footprints are
@@ -141,6 +142,35 @@ std::tuple<at::Tensor, at::Tensor> corr_volume_backward_cpu(const at::Tensor& gr
 }
 
 // ------------------------------------------------------------------------------------------ pyramid
+// avg_pool2d(2, stride 2, floor) of [N, 1, h, w] planes: many tiny planes, where at::avg_pool2d spends
+// more on per-plane overhead than on the memory pass. Same summation order as ATen's CPU kernel
+// (row by row, left to right, then / 4), so the levels are RAFT's to the bit.
+template <typename T>
+void pool_planes_kernel(const T* in, T* out, int64_t N, int64_t h, int64_t w) {
+  const int64_t ho = h / 2, wo = w / 2;
+  at::parallel_for(0, N, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, h * w)), [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      const T* src = in + n * h * w;
+      T* dst = out + n * ho * wo;
+      for (int64_t i = 0; i < ho; ++i) {
+        const T* r0 = src + 2 * i * w;
+        const T* r1 = r0 + w;
+        for (int64_t j = 0; j < wo; ++j) dst[i * wo + j] = pool4(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]);
+      }
+    }
+  });
+}
+
+at::Tensor pool_planes(const at::Tensor& x) {
+  const int64_t N = x.size(0), h = x.size(2), w = x.size(3);
+  at::Tensor out = at::empty({N, 1, h / 2, w / 2}, x.options());
+  if (out.numel() == 0) return out;
+  at::Tensor xc = x.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "corr_pool_planes",
+                             [&] { pool_planes_kernel<scalar_t>(xc.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, h, w); });
+  return out;
+}
+
 std::vector<at::Tensor> corr_pyramid_cpu(const at::Tensor& fmap1, const at::Tensor& fmap2, int64_t num_levels,
                                          c10::optional<double> scale) {
   check_pair(fmap1, fmap2, false, false);
@@ -149,7 +179,7 @@ std::vector<at::Tensor> corr_pyramid_cpu(const at::Tensor& fmap1, const at::Tens
   const int64_t N = fmap1.size(0) * fmap1.size(2) * fmap1.size(3);
   std::vector<at::Tensor> out;
   out.push_back(volume_flat(fmap1, fmap2, s).reshape({N, 1, fmap2.size(2), fmap2.size(3)}));
-  for (int64_t l = 1; l < num_levels; ++l) out.push_back(pool2(out.back()));
+  for (int64_t l = 1; l < num_levels; ++l) out.push_back(pool_planes(out.back()));
   return out;
 }
 
