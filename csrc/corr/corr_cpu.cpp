@@ -398,21 +398,26 @@ void patch_dots(const A* f1p, const A* lvl, int64_t w, int64_t D, const Patch& p
 }
 
 template <typename A>
-void otf_forward_kernel(const at::Tensor& f1t, const std::vector<at::Tensor>& lv, const at::Tensor& c, at::Tensor& out,
+void otf_forward_kernel(const at::Tensor& f1, const std::vector<at::Tensor>& lv, const at::Tensor& c, at::Tensor& out,
                         int r, int layout, A s) {
-  const int64_t B = f1t.size(0), HW = f1t.size(1) * f1t.size(2), D = f1t.size(3);
+  // f1 is [B, D, H1, W1] contiguous: each pixel's D features are gathered (stride H1*W1) into a
+  // thread-local vector -- D loads per pixel against ~(2r+2)^2 * D * L multiply-adds, and no
+  // channels-last copy of fmap1 (that copy would be most of this op's memory at 1088x1920).
+  const int64_t B = f1.size(0), HW = f1.size(2) * f1.size(3), D = f1.size(1);
   const int L = static_cast<int>(lv.size());
   const int n = 2 * r + 1, T_ = n * n;
   const A* cp = c.data_ptr<A>();
-  const A* f1p0 = f1t.data_ptr<A>();
+  const A* f1p0 = f1.data_ptr<A>();
   A* op = out.data_ptr<A>();
   at::parallel_for(0, B * HW, 1, [&](int64_t begin, int64_t end) {
     Footprint<A> fx(n), fy(n);
-    std::vector<A> dots(static_cast<size_t>(n + 2) * (n + 2));
+    std::vector<A> dots(static_cast<size_t>(n + 2) * (n + 2)), feat(D);
     for (int64_t q = begin; q < end; ++q) {
       const int64_t b = q / HW, p = q % HW;
       const A cx = cp[(b * 2) * HW + p], cy = cp[(b * 2 + 1) * HW + p];
-      const A* f1p = f1p0 + q * D;
+      const A* src = f1p0 + b * D * HW + p;
+      for (int64_t k = 0; k < D; ++k) feat[k] = src[k * HW];
+      const A* f1p = feat.data();
       A* o = op + b * L * T_ * HW + p;
       for (int l = 0; l < L; ++l) {
         const int64_t h = lv[l].size(1), w = lv[l].size(2);
@@ -450,11 +455,11 @@ at::Tensor corr_lookup_otf_cpu(const at::Tensor& fmap1, const at::Tensor& fmap2,
   const int64_t T_ = (2 * radius + 1) * (2 * radius + 1);
   at::Tensor out = at::empty({fmap1.size(0), num_levels * T_, fmap1.size(2), fmap1.size(3)}, fmap1.options().dtype(st));
   if (out.numel() == 0) return out;
-  at::Tensor f1t = channels_last(fmap1, st);
+  at::Tensor f1c = fmap1.to(st).contiguous();
   auto lv = pooled_levels(fmap2, num_levels, st);
   at::Tensor c = coords.to(st).contiguous();
   AT_DISPATCH_FLOATING_TYPES(st, "corr_lookup_otf_cpu", [&] {
-    otf_forward_kernel<scalar_t>(f1t, lv, c, out, static_cast<int>(radius), lay, static_cast<scalar_t>(s));
+    otf_forward_kernel<scalar_t>(f1c, lv, c, out, static_cast<int>(radius), lay, static_cast<scalar_t>(s));
   });
   return out;
 }
