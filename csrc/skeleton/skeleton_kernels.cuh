@@ -17,15 +17,18 @@
 
 #include "hd.h"
 
-#if !defined(HMORE_DEVICE_CODE)
+#if !defined(__CUDACC_RTC__)
 #include <cmath>
 #endif
+
+// __CUDA_ARCH__ (not HMORE_DEVICE_CODE, which nvcc's host pass sees too): the device pass takes the
+// never-contracted intrinsics, every host pass the plain operators.
 
 namespace hmore {
 namespace skel {
 
 HMORE_HD float mul_rn(float a, float b) {
-#if defined(HMORE_DEVICE_CODE)
+#if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
   return a * b;
@@ -33,7 +36,7 @@ HMORE_HD float mul_rn(float a, float b) {
 }
 
 HMORE_HD double mul_rn(double a, double b) {
-#if defined(HMORE_DEVICE_CODE)
+#if defined(__CUDA_ARCH__)
   return __dmul_rn(a, b);
 #else
   return a * b;
@@ -41,7 +44,7 @@ HMORE_HD double mul_rn(double a, double b) {
 }
 
 HMORE_HD float sqrt_rn(float v) {
-#if defined(HMORE_DEVICE_CODE)
+#if defined(__CUDA_ARCH__)
   return __fsqrt_rn(v);
 #else
   return std::sqrt(v);
@@ -49,7 +52,7 @@ HMORE_HD float sqrt_rn(float v) {
 }
 
 HMORE_HD double sqrt_rn(double v) {
-#if defined(HMORE_DEVICE_CODE)
+#if defined(__CUDA_ARCH__)
   return __dsqrt_rn(v);
 #else
   return std::sqrt(v);
