@@ -11,7 +11,8 @@ lexicographic minimum of (cost, index) over the points whose cost is not NaN is 
 one, which equals the sequential scan of the CPU/CUDA kernels: first non-NaN cost taken, then only a
 strictly smaller one, ties to the lowest index. The cost is evaluated as in skeleton_kernels.cuh:
 ``sqrt_rn(dx*dx + dy*dy) * w`` with each product rounded on its own (``libdevice.mul_rn`` on the GPU,
-which is never contracted into an FMA; the interpreter rounds every operation anyway). Tiles with no
+which is never contracted into an FMA; the interpreter rounds every operation anyway) and the correctly
+rounded square root (``libdevice.sqrt_rn``; ``tl.sqrt`` is approximate in float32). Tiles with no
 pixel inside the mask skip the scan. float16/bfloat16 points are converted to float32 first.
 """
 from __future__ import annotations
@@ -38,21 +39,33 @@ _SCHEMAS = {
 
 _op = op_decorator(_SCHEMAS)
 # libdevice cannot run in the interpreter, which rounds every product on its own anyway.
+# A global constexpr, not a kernel argument: the AOT compile test records launches under the interpreter and
+# compiles them in a process without it, where this reads True (as it does on a GPU).
 _MUL_RN = tl.constexpr(not INTERPRET)
 
 
 @triton.jit
-def _mul(a, b, MUL_RN: tl.constexpr):
-    if MUL_RN:
+def _mul(a, b):
+    if _MUL_RN:
         return libdevice.mul_rn(a, b)
     else:
         return a * b
 
 
+@triton.jit
+def _sqrt(v):
+    """The correctly rounded square root: libdevice's on the GPU (float32 and float64; tl.sqrt_rn is
+    float32-only), numpy's in the interpreter."""
+    if _MUL_RN:
+        return libdevice.sqrt_rn(v)
+    else:
+        return tl.sqrt(v)
+
+
 # ---- skeleton_points --------------------------------------------------------------------------------
 @triton.jit
 def _points_fwd_kernel(j_ptr, c_ptr, bones_ptr, s_ptr, t_ptr, pts_ptr, pc_ptr, J, E, N, TOTAL,
-                       MUL_RN: tl.constexpr, BLOCK: tl.constexpr):
+                       BLOCK: tl.constexpr):
     """pts[q] = s_k * joint_a + t_k * joint_b for flat q = (b*E + e)*N + k; the same for the confidence."""
     q = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = q < TOTAL
@@ -66,10 +79,10 @@ def _points_fwd_kernel(j_ptr, c_ptr, bones_ptr, s_ptr, t_ptr, pts_ptr, pc_ptr, J
     t = tl.load(t_ptr + k, mask=ok, other=0)
     ja = j_ptr + (b * J + a) * 2
     jb = j_ptr + (b * J + c) * 2
-    x = _mul(s, tl.load(ja, mask=ok, other=0), MUL_RN) + _mul(t, tl.load(jb, mask=ok, other=0), MUL_RN)
-    y = _mul(s, tl.load(ja + 1, mask=ok, other=0), MUL_RN) + _mul(t, tl.load(jb + 1, mask=ok, other=0), MUL_RN)
-    cc = (_mul(s, tl.load(c_ptr + b * J + a, mask=ok, other=0), MUL_RN)
-          + _mul(t, tl.load(c_ptr + b * J + c, mask=ok, other=0), MUL_RN))
+    x = _mul(s, tl.load(ja, mask=ok, other=0)) + _mul(t, tl.load(jb, mask=ok, other=0))
+    y = _mul(s, tl.load(ja + 1, mask=ok, other=0)) + _mul(t, tl.load(jb + 1, mask=ok, other=0))
+    cc = (_mul(s, tl.load(c_ptr + b * J + a, mask=ok, other=0))
+          + _mul(t, tl.load(c_ptr + b * J + c, mask=ok, other=0)))
     tl.store(pts_ptr + 2 * q, x, mask=ok)
     tl.store(pts_ptr + 2 * q + 1, y, mask=ok)
     tl.store(pc_ptr + q, cc, mask=ok)
@@ -77,7 +90,7 @@ def _points_fwd_kernel(j_ptr, c_ptr, bones_ptr, s_ptr, t_ptr, pts_ptr, pc_ptr, J
 
 @triton.jit
 def _points_bwd_kernel(gp_ptr, gc_ptr, bones_ptr, s_ptr, t_ptr, gj_ptr, gjc_ptr, J, E, N,
-                       MUL_RN: tl.constexpr, BJ: tl.constexpr):
+                       BJ: tl.constexpr):
     """Gather: joint j sums s_k * g over the points of bones starting at j and t_k * g over those ending
     at j, bones in order, points in order (the CPU kernel's order; s, t given in float64 so that a bone
     from j to j weighs s_k + t_k rounded once, as there)."""
@@ -103,9 +116,9 @@ def _points_bwd_kernel(gp_ptr, gc_ptr, bones_ptr, s_ptr, t_ptr, gj_ptr, gjc_ptr,
             gx = tl.load(gp_ptr + 2 * q)
             gy = tl.load(gp_ptr + 2 * q + 1)
             g = tl.load(gc_ptr + q)
-            ax += _mul(w, gx, MUL_RN)
-            ay += _mul(w, gy, MUL_RN)
-            ac += _mul(w, g, MUL_RN)
+            ax += _mul(w, gx)
+            ay += _mul(w, gy)
+            ac += _mul(w, g)
     r = b * J + j
     tl.store(gj_ptr + 2 * r, ax, mask=ok)
     tl.store(gj_ptr + 2 * r + 1, ay, mask=ok)
@@ -147,7 +160,7 @@ def skeleton_points(joints: torch.Tensor, conf: torch.Tensor, bones: torch.Tenso
         BLOCK = 256
         wrap_triton(_points_fwd_kernel)[(triton.cdiv(total, BLOCK),)](
             joints.to(ct).contiguous(), conf.to(ct).contiguous(), bones.to(device=dev, dtype=torch.int64).contiguous(),
-            s, t, pts, pc, J, E, n, total, _MUL_RN, BLOCK)
+            s, t, pts, pc, J, E, n, total, BLOCK)
     return pts.to(joints.dtype), pc.to(joints.dtype), bone
 
 
@@ -169,14 +182,14 @@ def _skeleton_points_backward(grad_points: torch.Tensor, grad_conf: torch.Tensor
         BJ = min(32, triton.next_power_of_2(max(J, 1)))
         wrap_triton(_points_bwd_kernel)[(B * triton.cdiv(J, BJ),)](
             grad_points.to(ct).contiguous(), grad_conf.to(ct).contiguous(),
-            bones.to(device=dev, dtype=torch.int64).contiguous(), s, t, gj, gc, J, E, n, _MUL_RN, BJ)
+            bones.to(device=dev, dtype=torch.int64).contiguous(), s, t, gj, gc, J, E, n, BJ)
     return gj.to(grad_points.dtype), gc.to(grad_points.dtype)
 
 
 # ---- skeleton_match / skeleton_offset_map -----------------------------------------------------------
 @triton.jit
 def _match_kernel(pts_ptr, pts1_ptr, w_ptr, mask_ptr, idx_ptr, off_ptr, valid_ptr, Q, H, W,
-                  HAS_IDX: tl.constexpr, HAS_OFF: tl.constexpr, MUL_RN: tl.constexpr,
+                  HAS_IDX: tl.constexpr, HAS_OFF: tl.constexpr,
                   BP: tl.constexpr, BQ: tl.constexpr):
     """One program: BP consecutive pixels (row-major) of image b. pts [B, Q, 2], w [B, Q] (NaN =
     excluded), mask bytes [B, H*W]; idx [B, H*W] int64; off [B, 2, H*W], valid bytes [B, H*W]."""
@@ -204,7 +217,7 @@ def _match_kernel(pts_ptr, pts1_ptr, w_ptr, mask_ptr, idx_ptr, off_ptr, valid_pt
             w = tl.load(wbase + qs, mask=qm, other=float("nan"))
             dx = px[:, None] - qx[None, :]
             dy = py[:, None] - qy[None, :]
-            cost = tl.sqrt_rn(_mul(dx, dx, MUL_RN) + _mul(dy, dy, MUL_RN)) * w[None, :]
+            cost = _sqrt(_mul(dx, dx) + _mul(dy, dy)) * w[None, :]
             counts = cost == cost
             filled = tl.where(counts, cost, float("inf"))
             bmin = tl.min(filled, axis=1)
@@ -259,7 +272,7 @@ def _match(pts, pts1, conf, mask, eps, idx, off, valid):
     grid = (B * triton.cdiv(H * W, BP),)
     wrap_triton(_match_kernel)[grid](
         p0, p1, w, m, idx if idx is not None else m, off if off is not None else p0,
-        valid.view(torch.uint8) if valid is not None else m, Q, H, W, idx is not None, off is not None, _MUL_RN,
+        valid.view(torch.uint8) if valid is not None else m, Q, H, W, idx is not None, off is not None,
         BP, BQ)
 
 
