@@ -10,9 +10,10 @@ points in blocks of ``BQ`` (a ``[BP, BQ]`` cost tile, never a ``[B, H*W, Q]`` ma
 lexicographic minimum of (cost, index) over the points whose cost is not NaN is merged into the running
 one, which equals the sequential scan of the CPU/CUDA kernels: first non-NaN cost taken, then only a
 strictly smaller one, ties to the lowest index. The cost is evaluated as in skeleton_kernels.cuh:
-``sqrt_rn(dx*dx + dy*dy) * w`` with each product rounded on its own (``libdevice.mul_rn`` on the GPU,
-which is never contracted into an FMA; the interpreter rounds every operation anyway) and the correctly
-rounded square root (``libdevice.sqrt_rn``; ``tl.sqrt`` is approximate in float32). Tiles with no
+``sqrt_rn(dx*dx + dy*dy) * w`` with each product rounded on its own (an explicit
+PTX ``mul.rn``, which is never contracted into an FMA; the interpreter rounds every operation anyway) and the
+correctly rounded square root (PTX ``sqrt.rn``; ``tl.sqrt`` is approximate in float32), both without
+flush-to-zero, like the CUDA kernels. Tiles with no
 pixel inside the mask skip the scan. float16/bfloat16 points are converted to float32 first.
 """
 from __future__ import annotations
@@ -21,7 +22,6 @@ import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
-from triton.language.extra import libdevice
 
 from .. import _meta_skeleton
 from ..reference.skeleton import bone_weights, point_weights
@@ -46,18 +46,31 @@ _MUL_RN = tl.constexpr(not INTERPRET)
 
 @triton.jit
 def _mul(a, b):
+    """a * b rounded on its own. On the GPU an explicit PTX mul.rn: never contracted into an FMA, and
+    without the flush-to-zero of denormals that libdevice's mul_rn gets under Triton (the CPU and CUDA
+    kernels keep denormals)."""
     if _MUL_RN:
-        return libdevice.mul_rn(a, b)
+        if a.dtype == tl.float64:
+            return tl.inline_asm_elementwise("mul.rn.f64 $0, $1, $2;", "=d,d,d", [a, b], dtype=tl.float64,
+                                             is_pure=True, pack=1)
+        else:
+            return tl.inline_asm_elementwise("mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32,
+                                             is_pure=True, pack=1)
     else:
         return a * b
 
 
 @triton.jit
 def _sqrt(v):
-    """The correctly rounded square root: libdevice's on the GPU (float32 and float64; tl.sqrt_rn is
-    float32-only), numpy's in the interpreter."""
+    """The correctly rounded square root (PTX sqrt.rn, no flush-to-zero) on the GPU; tl.sqrt is approximate
+    in float32 there. numpy's (correctly rounded) in the interpreter."""
     if _MUL_RN:
-        return libdevice.sqrt_rn(v)
+        if v.dtype == tl.float64:
+            return tl.inline_asm_elementwise("sqrt.rn.f64 $0, $1;", "=d,d", [v], dtype=tl.float64, is_pure=True,
+                                             pack=1)
+        else:
+            return tl.inline_asm_elementwise("sqrt.rn.f32 $0, $1;", "=f,f", [v], dtype=tl.float32, is_pure=True,
+                                             pack=1)
     else:
         return tl.sqrt(v)
 
