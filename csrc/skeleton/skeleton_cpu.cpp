@@ -87,6 +87,44 @@ struct Candidates {  // the points of one image that can be matched (finite weig
   std::vector<int64_t> index;
 };
 
+// The running argmin of n pixels (x coordinates xp, all on row y = py) over nc points in index order:
+// the inner loop runs over pixels with the point fixed, branch-free so that it vectorises (dy*dy hoisted:
+// the same rounded value). skel::better, written with bitwise ops.
+template <typename T>
+inline void scan_impl(const T* __restrict__ xp, int n, const T* __restrict__ cx, const T* __restrict__ cy,
+                      const T* __restrict__ cw, int32_t nc, T py, T* __restrict__ bp, int32_t* __restrict__ ip) {
+  for (int32_t k = 0; k < nc; ++k) {
+    const T qx = cx[k], wq = cw[k];
+    const T dy = py - cy[k];
+    const T dy2 = mul_rn(dy, dy);
+    for (int m = 0; m < n; ++m) {
+      const T dx = xp[m] - qx;
+      const T cost = skel::cost_from(mul_rn(dx, dx), dy2, wq);
+      const bool take = (cost < bp[m]) | ((ip[m] < 0) & (cost == cost));
+      bp[m] = take ? cost : bp[m];
+      ip[m] = take ? k : ip[m];
+    }
+  }
+}
+
+// An AVX2 clone beside the baseline one, picked at load time: twice the lanes for sqrt and the compares.
+// AVX2 does not imply FMA, so the products still round on their own (the same results as the baseline).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HMORE_SKEL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HMORE_SKEL_CLONES
+#endif
+
+HMORE_SKEL_CLONES void scan(const float* xp, int n, const float* cx, const float* cy, const float* cw, int32_t nc,
+                            float py, float* bp, int32_t* ip) {
+  scan_impl(xp, n, cx, cy, cw, nc, py, bp, ip);
+}
+
+HMORE_SKEL_CLONES void scan(const double* xp, int n, const double* cx, const double* cy, const double* cw,
+                            int32_t nc, double py, double* bp, int32_t* ip) {
+  scan_impl(xp, n, cx, cy, cw, nc, py, bp, ip);
+}
+
 // pts [B, Q, 2], w [B, Q] (NaN = excluded), pts1 [B, Q, 2] or null; mask [B, H, W] bytes.
 // idx [B, H, W] or null; off [B, 2, H, W] and valid [B, H, W] or null.
 template <typename T>
@@ -141,25 +179,9 @@ void match(const T* pts, const T* pts1, const T* w, const uint8_t* mask, int64_t
       if (n == 0) continue;
       const Candidates<T>& c = cand[b];
       const int32_t nc = int32_t(c.index.size());
-      const T py = T(i);
-      T* __restrict__ bp = best.data();
-      int32_t* __restrict__ ip = bi.data();
-      const T* __restrict__ xp = xs.data();
-      for (int32_t k = 0; k < nc; ++k) {
-        const T qx = c.x[k], wq = c.w[k];
-        const T dy = py - c.y[k];
-        const T dy2 = mul_rn(dy, dy);
-        for (int m = 0; m < n; ++m) {
-          const T dx = xp[m] - qx;
-          const T cost = skel::cost_from(mul_rn(dx, dx), dy2, wq);
-          // skel::better, written branch-free so the loop vectorises
-          const bool take = (cost < bp[m]) | ((ip[m] < 0) & (cost == cost));
-          bp[m] = take ? cost : bp[m];
-          ip[m] = take ? k : ip[m];
-        }
-      }
+      scan(xs.data(), n, c.x.data(), c.y.data(), c.w.data(), nc, T(i), best.data(), bi.data());
       for (int m = 0; m < n; ++m) {
-        const int32_t k = ip[m];
+        const int32_t k = bi[m];
         if (k < 0) continue;
         const int64_t j = cols[m];
         if (ir) ir[j] = c.index[k];
