@@ -31,7 +31,9 @@ using skel::mul_rn;
 template <typename T>
 void points_forward(const T* joints, const T* conf, const int64_t* bones, int64_t B, int64_t J, int64_t E, int n,
                     T* pts, T* pconf) {
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  // A few thousand points per task: waking the thread pool costs more than a small skeleton.
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(E * n, 1));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const T* jb = joints + b * J * 2;
       const T* cb = conf + b * J;
@@ -56,7 +58,8 @@ void points_forward(const T* joints, const T* conf, const int64_t* bones, int64_
 template <typename T>
 void points_backward(const T* gp, const T* gc, const int64_t* bones, int64_t B, int64_t J, int64_t E, int n, T* gj,
                      T* gjc) {
-  at::parallel_for(0, B * J, 16, [&](int64_t r0, int64_t r1) {
+  const int64_t grain = std::max<int64_t>(16, 16384 / std::max<int64_t>(E * n, 1));
+  at::parallel_for(0, B * J, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / J, j = r - b * J;
       T ax = 0, ay = 0, ac = 0;
