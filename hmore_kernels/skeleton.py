@@ -163,8 +163,11 @@ def skeleton_match(
     the points with ``c_q > eps`` (plain Euclidean distance), ties to the lowest index. The cost is
     evaluated in one pinned order on every backend (float32; float64 for float64 points on
     reference/cpu; float16/bfloat16 points are converted to float32 on GPU backends), so all backends
-    return the same indices, ties and near-ties included. A point whose cost is NaN (NaN coordinates)
-    never matches. The fast backends stream over the points per pixel: no ``[B, H*W, Q]`` matrix.
+    return the same indices, ties and near-ties included (the weights ``-log min(c, 1 - eps)`` are
+    computed by PyTorch in float64 on the tensors' device and rounded; a last-bit difference between the
+    CPU's and the GPU's float64 log survives that rounding with probability ~2^-29 per point). Points on
+    shared joints are duplicated by :func:`skeleton_points`, so exact ties are common: the lowest index
+    wins. A point whose cost is NaN (NaN coordinates) never matches. The fast backends stream over the points per pixel: no ``[B, H*W, Q]`` matrix.
 
     Args:
         points: ``[B, Q, 2]`` (x, y) in pixels, e.g. from :func:`skeleton_points`.
