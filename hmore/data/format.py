@@ -8,6 +8,7 @@
     DIR/frames/%06d.png               RGB frames, 8-bit
     DIR/masks/%06d.png                subject mask, 8-bit 0/255 (every frame has one; empty if no person)
     DIR/instances/%06d.png            optional, 16-bit instance ids (0 = background, p+1 = subject p)
+    DIR/parts/%06d.png                optional, 16-bit body-part ids (synthetic clips)
     DIR/flow/{world,local,background}/%06d.flo   optional ground truth, frame t -> t+1 (T-1 files)
     DIR/flow/occlusion/%06d.png       optional, 0/255: pixel of frame t not visible in frame t+1
     DIR/flow/subject_motion.json      optional, [T-1][P][2] subject motion v_s per pair
@@ -31,7 +32,7 @@ from .flow_io import read_flo, write_flo
 
 __all__ = [
     "FORMAT", "VERSION", "FLOW_KINDS", "DatasetReader", "write_clip", "read_clip", "find_datasets",
-    "frame_path", "mask_path", "instance_path", "flow_path", "occlusion_path", "make_meta",
+    "frame_path", "mask_path", "instance_path", "parts_path", "flow_path", "occlusion_path", "make_meta",
     "make_keypoints_json", "person_annotation", "visibility_flags",
 ]
 
@@ -54,6 +55,10 @@ def instance_path(root: str, t: int) -> str:
     return os.path.join(root, "instances", f"{t:06d}.png")
 
 
+def parts_path(root: str, t: int) -> str:
+    return os.path.join(root, "parts", f"{t:06d}.png")
+
+
 def flow_path(root: str, kind: str, t: int) -> str:
     if kind not in FLOW_KINDS:
         raise ValueError(f"flow kind: expected one of {FLOW_KINDS}, got {kind!r}")
@@ -65,12 +70,13 @@ def occlusion_path(root: str, t: int) -> str:
 
 
 def make_meta(width: int, height: int, num_frames: int, source: dict, *, has_instances: bool = False,
+              has_parts: bool = False,
               flows=(), has_occlusion: bool = False, has_subject_motion: bool = False, extra: dict | None = None) -> dict:
     meta = {
         "format": FORMAT, "version": VERSION, "layout": COCO17.name,
         "width": int(width), "height": int(height), "num_frames": int(num_frames),
         "frames": "frames/%06d.png", "masks": "masks/%06d.png",
-        "has_instances": bool(has_instances),
+        "has_instances": bool(has_instances), "has_parts": bool(has_parts),
         "has_flow": bool(flows), "flows": list(flows), "has_occlusion": bool(has_occlusion),
         "has_subject_motion": bool(has_subject_motion),
         "source": source,
@@ -194,6 +200,12 @@ def write_clip(root: str, clip, overwrite: bool = False) -> str:
     inst = _get(clip, "instances")
     if inst is not None and inst.shape != (T, H, W):
         raise ValueError(f"clip.instances: expected shape {(T, H, W)}, got {inst.shape}")
+    parts = _get(clip, "parts")
+    if parts is not None and parts.shape != (T, H, W):
+        raise ValueError(f"clip.parts: expected shape {(T, H, W)}, got {parts.shape}")
+    for name, a in (("instances", inst), ("parts", parts)):
+        if a is not None and a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(f"clip.{name}: ids must lie in 0..65535 to be stored as 16-bit PNG")
     flows = {}
     for kind in FLOW_KINDS:
         f = _get(clip, f"{kind}_flow")
@@ -212,9 +224,9 @@ def write_clip(root: str, clip, overwrite: bool = False) -> str:
         write_png(frame_path(root, t), frames[t][..., ::-1])
         write_png(mask_path(root, t), np.where(masks[t] != 0, 255, 0).astype(np.uint8))
         if inst is not None:
-            if inst.min() < 0 or inst.max() > 65535:
-                raise ValueError("clip.instances: ids must lie in 0..65535 to be stored as 16-bit PNG")
             write_png(instance_path(root, t), inst[t].astype(np.uint16))
+        if parts is not None:
+            write_png(parts_path(root, t), parts[t].astype(np.uint16))
     for kind, f in flows.items():
         for t in range(T - 1):
             write_flo(flow_path(root, kind, t), f[t].astype(np.float32))
@@ -225,12 +237,14 @@ def write_clip(root: str, clip, overwrite: bool = False) -> str:
         atomic_write_json(os.path.join(root, "flow", "subject_motion.json"),
                           [[[float(a) for a in p] for p in s] for s in np.asarray(sm, np.float32)], fsync=False)
     P = kpts.shape[1]
-    per_frame = [{"persons": [(p, kpts[t, p], conf[t, p]) for p in range(P)]} for t in range(T)]
+    # a subject whose every joint has confidence 0 is absent from that frame (clips sized for a maximum)
+    per_frame = [{"persons": [(p, kpts[t, p], conf[t, p]) for p in range(P) if (conf[t, p] > 0).any()]}
+                 for t in range(T)]
     cmeta = _get(clip, "meta")
     atomic_write_json(os.path.join(root, "keypoints.json"),
                       make_keypoints_json(W, H, per_frame, info={"source": "hmore synthetic"}), fsync=False)
     meta = make_meta(W, H, T, {"kind": "synthetic", "generator": "hmore.data.synthetic"},
-                     has_instances=inst is not None, flows=list(flows), has_occlusion=occ is not None,
+                     has_instances=inst is not None, has_parts=parts is not None, flows=list(flows), has_occlusion=occ is not None,
                      has_subject_motion=sm is not None,
                      extra={"num_persons": int(P), "synthetic": _json_safe(cmeta) if cmeta is not None else {}})
     atomic_write_json(os.path.join(root, "meta.json"), meta)
@@ -320,6 +334,7 @@ class DatasetReader:
                 raise ValueError(f"{mpath}: unknown flow kind {k!r} (known: {FLOW_KINDS})")
         self.has_instances = bool(meta.get("has_instances"))
         self.has_occlusion = bool(meta.get("has_occlusion"))
+        self.has_parts = bool(meta.get("has_parts"))
         self._subject_motion = None
         if meta.get("has_subject_motion"):
             spath = os.path.join(self.root, "flow", "subject_motion.json")
@@ -376,6 +391,17 @@ class DatasetReader:
         self._check_size(p, m, "instance map")
         return m.astype(np.int32)
 
+    def parts(self, t: int) -> np.ndarray:
+        """Body-part ids of frame ``t``, ``[H, W]`` int32 (synthetic clips; see hmore.data.synthetic.Clip.parts)."""
+        if not self.has_parts:
+            raise ValueError(f"{self.root}: this dataset has no part maps (meta.json has_parts false)")
+        p = parts_path(self.root, self._t(t))
+        m = read_png(p, what="part map")
+        if m.ndim != 2:
+            raise ValueError(f"{p}: part map must be single-channel, got shape {m.shape}")
+        self._check_size(p, m, "part map")
+        return m.astype(np.int32)
+
     def num_persons(self, t: int) -> int:
         return len(self._persons[self._t(t)])
 
@@ -422,6 +448,8 @@ class DatasetReader:
             self.mask(t)
             if self.has_instances:
                 self.instances(t)
+            if self.has_parts:
+                self.parts(t)
         for t in range(self.num_frames - 1):
             for k in self.flows:
                 self.flow(k, t)
@@ -439,7 +467,7 @@ def read_clip(root: str) -> dict:
     """
     r = DatasetReader(root)
     T = r.num_frames
-    P = r.max_track_id + 1
+    P = max(r.max_track_id + 1, int(r.meta.get("num_persons", 0) or 0))
     out = {
         "frames": np.stack([r.frame(t) for t in range(T)]) if T else np.zeros((0, r.height, r.width, 3), np.uint8),
         "masks": np.stack([r.mask(t) for t in range(T)]) if T else np.zeros((0, r.height, r.width), bool),
@@ -454,6 +482,8 @@ def read_clip(root: str) -> dict:
         out["confidences"][t, ids] = c
     if r.has_instances:
         out["instances"] = np.stack([r.instances(t) for t in range(T)])
+    if r.has_parts:
+        out["parts"] = np.stack([r.parts(t) for t in range(T)])
     for kind in r.flows:
         out[f"{kind}_flow"] = np.stack([r.flow(kind, t) for t in range(T - 1)])
     if r.has_occlusion:
