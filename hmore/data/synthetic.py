@@ -226,9 +226,9 @@ def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, ma
         cols[1 + i] = col
     rgb = feats @ cols
     if markers and sp.shape == "capsule":
-        # a dot of radius 0.35 * r at the middle of the part; subtractive so that the difference with
+        # a dot of radius 0.6 * r at the middle of the part; subtractive so that the difference with
         # an unmarked render is the dot's weight alone
-        R = 0.35 * min(sp.r0, sp.r1)
+        R = 0.6 * min(sp.r0, sp.r1)
         d2 = ((u - f32(sp.length / 2)) ** 2 + v * v) * f32(1.0 / (R * R))
         rgb -= (f32(60.0) * np.maximum(f32(1.0) - d2, f32(0.0)))[..., None]
     np.clip(rgb, f32(0.0), f32(255.0), out=rgb)
@@ -286,10 +286,11 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
     np.copyto(cv.rgb[y0:y1, x0:x1], rgb, where=inside[..., None], casting="unsafe")
     np.copyto(cv.parts[y0:y1, x0:x1], np.int16(sp.key), where=inside)
     if nxt is not None and cv.flow is not None:
-        M = nxt.A @ np.array([[i00, i01], [i10, i11]])
-        c = nxt.b - M @ sp.b
-        fx = f32(M[0, 0] - 1.0) * X + (f32(M[0, 1]) * Y + f32(c[0]))
-        fy = f32(M[1, 0]) * X + (f32(M[1, 1] - 1.0) * Y + f32(c[1]))
+        # flow = (A' - A) A^-1 (p - b) + (b' - b): exactly 0 for a part that does not move
+        D = (nxt.A - sp.A) @ np.array([[i00, i01], [i10, i11]])
+        c = (nxt.b - sp.b) - D @ sp.b
+        fx = f32(D[0, 0]) * X + (f32(D[0, 1]) * Y + f32(c[0]))
+        fy = f32(D[1, 0]) * X + (f32(D[1, 1]) * Y + f32(c[1]))
         np.copyto(cv.flow[y0:y1, x0:x1, 0], fx, where=inside)
         np.copyto(cv.flow[y0:y1, x0:x1, 1], fy, where=inside)
 
