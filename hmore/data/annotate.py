@@ -132,8 +132,15 @@ class _Progress:
 
 class _Models:
     def __init__(self, static: bool, mask_source: str):
+        import warnings
+
         import mediapipe as mp
 
+        with warnings.catch_warnings():  # protobuf's deprecation notice about MediaPipe's own calls
+            warnings.filterwarnings("ignore", message=r".*GetPrototype\(\) is deprecated", category=UserWarning)
+            self._make(mp, static, mask_source)
+
+    def _make(self, mp, static, mask_source):
         self.pose = mp.solutions.pose.Pose(static_image_mode=static, model_complexity=1, smooth_landmarks=not static,
                                            enable_segmentation=mask_source == "pose")
         self.seg = (mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
