@@ -27,6 +27,7 @@ import hashlib
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -132,15 +133,8 @@ class _Progress:
 
 class _Models:
     def __init__(self, static: bool, mask_source: str):
-        import warnings
-
         import mediapipe as mp
 
-        with warnings.catch_warnings():  # protobuf's deprecation notice about MediaPipe's own calls
-            warnings.filterwarnings("ignore", message=r".*GetPrototype\(\) is deprecated", category=UserWarning)
-            self._make(mp, static, mask_source)
-
-    def _make(self, mp, static, mask_source):
         self.pose = mp.solutions.pose.Pose(static_image_mode=static, model_complexity=1, smooth_landmarks=not static,
                                            enable_segmentation=mask_source == "pose")
         self.seg = (mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
@@ -159,7 +153,9 @@ class _Models:
         from hmore_kernels.layouts import BLAZEPOSE33, COCO17, convert_keypoints
 
         h, w = rgb.shape[:2]
-        res = self.pose.process(rgb)
+        with warnings.catch_warnings():  # protobuf's deprecation notice about MediaPipe's own calls
+            warnings.filterwarnings("ignore", message=r".*GetPrototype\(\) is deprecated", category=UserWarning)
+            res = self.pose.process(rgb)
         if res.pose_landmarks is None:
             return [], np.zeros((h, w), bool)
         lm = np.array([[p.x, p.y, p.visibility] for p in res.pose_landmarks.landmark], np.float64)
