@@ -248,15 +248,17 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
     (a00, a01), (a10, a11) = sp.A.tolist()
     b0, b1 = sp.b.tolist()
     if sp.shape == "capsule":
-        rmax = max(sp.r0, sp.r1)
-        cu, hu = sp.length / 2, sp.length / 2 + sp.cap * rmax
-        hv = rmax
+        # union of the boxes of the two end caps (a capsule's box; tighter than its rotated rectangle's)
+        g = max(math.hypot(a00, a10) * sp.cap, math.hypot(a01, a11))
+        ex0, ex1 = b0 + a00 * sp.length, b1 + a10 * sp.length
+        ra, rb = g * sp.r0, g * sp.r1
+        xlo, xhi = min(b0 - ra, ex0 - rb), max(b0 + ra, ex0 + rb)
+        ylo, yhi = min(b1 - ra, ex1 - rb), max(b1 + ra, ex1 + rb)
     else:
-        cu, hu, hv = 0.0, sp.r0, sp.r1
-    cx, cy = a00 * cu + b0, a10 * cu + b1
-    ex, ey = abs(a00) * hu + abs(a01) * hv, abs(a10) * hu + abs(a11) * hv
-    x0, x1 = max(int(math.floor(cx - ex)), 0), min(int(math.ceil(cx + ex)) + 1, W)
-    y0, y1 = max(int(math.floor(cy - ey)), 0), min(int(math.ceil(cy + ey)) + 1, H)
+        ex, ey = abs(a00) * sp.r0 + abs(a01) * sp.r1, abs(a10) * sp.r0 + abs(a11) * sp.r1
+        xlo, xhi, ylo, yhi = b0 - ex, b0 + ex, b1 - ey, b1 + ey
+    x0, x1 = max(int(math.floor(xlo)), 0), min(int(math.ceil(xhi)) + 1, W)
+    y0, y1 = max(int(math.floor(ylo)), 0), min(int(math.ceil(yhi)) + 1, H)
     if x0 >= x1 or y0 >= y1:
         return
     det = a00 * a11 - a01 * a10
@@ -305,22 +307,32 @@ BG_INTERP = cv2.INTER_LINEAR
 
 def _background_texture(rng, h: int, w: int) -> np.ndarray:
     """[h, w, 3] uint8 smooth procedural texture (texel spacing BG_STEP px): colour noise at three
-    scales, mostly in brightness, plus stripes."""
-    out = np.empty((h, w, 3), np.float32)
-    out[...] = rng.uniform(70, 180, 3).astype(np.float32)
-    for cell, amp in ((24, 40.0), (10, 25.0), (5, 14.0)):  # in texels
-        gh, gw = h // cell + 3, w // cell + 3
-        g = rng.standard_normal((gh, gw, 1)).astype(np.float32) * np.float32(amp)
-        g = g + rng.standard_normal((gh, gw, 3)).astype(np.float32) * np.float32(0.4 * amp)
-        up = cv2.resize(g, (gw * cell, gh * cell), interpolation=cv2.INTER_CUBIC)
-        out += up[cell:cell + h, cell:cell + w]
+    scales (mostly in brightness) plus stripes.
+
+    The noise octaves are summed on a grid of FINE texels and brought to full size by one bicubic
+    resize (three full-size resizes cost ~3x more for the same look).
+    """
+    f32 = np.float32
+    fine = 5
+    fh, fw = h // fine + 4, w // fine + 4
+    acc = np.zeros((fh, fw, 3), np.float32)
+    for cell, amp in ((5, 40.0), (2, 25.0)):  # in fine texels
+        gh, gw = fh // cell + 2, fw // cell + 2
+        g = rng.standard_normal((gh, gw, 1)).astype(np.float32) * f32(amp)
+        g = g + rng.standard_normal((gh, gw, 3)).astype(np.float32) * f32(0.4 * amp)
+        acc += cv2.resize(g, (gw * cell, gh * cell), interpolation=cv2.INTER_CUBIC)[:fh, :fw]
+    g = rng.standard_normal((fh, fw, 1)).astype(np.float32) * f32(14.0)
+    acc += g + rng.standard_normal((fh, fw, 3)).astype(np.float32) * f32(5.6)
+    acc += rng.uniform(70, 180, 3).astype(np.float32)
+    out = cv2.resize(acc, (fw * fine, fh * fine), interpolation=cv2.INTER_CUBIC)[fine:fine + h, fine:fine + w]
+    # stripes sin(kx x + ky y + ph), separable: sin(a + b) = sin a cos b + cos a sin b
     period, ang = rng.uniform(14, 40) / BG_STEP, rng.uniform(0, math.pi)
     k = 2 * math.pi / period
-    xs = np.arange(w, dtype=np.float32)[None, :] * np.float32(k * math.cos(ang))
-    ys = np.arange(h, dtype=np.float32)[:, None] * np.float32(k * math.sin(ang))
-    stripes = np.sin(xs + ys + np.float32(rng.uniform(0, 2 * math.pi)))
+    ax = np.arange(w, dtype=np.float32) * f32(k * math.cos(ang)) + f32(rng.uniform(0, 2 * math.pi))
+    by = np.arange(h, dtype=np.float32) * f32(k * math.sin(ang))
+    stripes = np.sin(by)[:, None] * np.cos(ax)[None, :] + np.cos(by)[:, None] * np.sin(ax)[None, :]
     out += stripes[..., None] * rng.uniform(-20, 20, 3).astype(np.float32)
-    return np.clip(out + np.float32(0.5), 0, 255).astype(np.uint8)
+    return np.clip(out + f32(0.5), 0, 255).astype(np.uint8)
 
 
 def _distractor_params(rng, cfg: SyntheticConfig, margin: float) -> list[dict]:
@@ -500,9 +512,12 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
     for k in range(T - 1):
         inst = instances[k]
         m = masks[k]
-        for si in range(n_sub):
-            mk = m if n_sub == 1 else inst == si + 1
-            np.subtract(world[k], vs[k, si], out=local[k], where=mk[..., None])
+        # world flow is 0 off the body, so local = world - v_s[instance] with v_s[0] = 0
+        for c in range(2):
+            lut = np.zeros(P + 1, np.float32)
+            lut[1:] = vs[k, :, c]
+            vmap = np.take(lut, inst) if n_sub > 1 else m * lut[1]
+            np.subtract(world[k, ..., c], vmap, out=local[k, ..., c])
         ii, jj = np.nonzero(m)
         qx = jj + world[k, ii, jj, 0]
         qy = ii + world[k, ii, jj, 1]
