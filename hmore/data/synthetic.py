@@ -214,7 +214,8 @@ def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, ma
     shade = f32(1.0) - f32(tex["shade"]) * np.minimum(rel2, f32(1.0))
     if ramp is not None:
         _, start, width, col = ramp
-        w = np.clip((u - f32(start)) * f32(1.0 / width), f32(0.0), f32(1.0))
+        # np.minimum/np.maximum: np.clip's Python wrapper costs more than the work on these arrays
+        w = np.minimum(np.maximum((u - f32(start)) * f32(1.0 / width), f32(0.0)), f32(1.0))
         ws = w * shade
         feats[..., K - 1] = ws
         cols[K - 1] = col
@@ -231,7 +232,8 @@ def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, ma
         R = 0.6 * min(sp.r0, sp.r1)
         d2 = ((u - f32(sp.length / 2)) ** 2 + v * v) * f32(1.0 / (R * R))
         rgb -= (f32(60.0) * np.maximum(f32(1.0) - d2, f32(0.0)))[..., None]
-    np.clip(rgb, f32(0.0), f32(255.0), out=rgb)
+    np.maximum(rgb, f32(0.0), out=rgb)
+    np.minimum(rgb, f32(255.0), out=rgb)
     rgb += f32(0.5)  # truncation to uint8 then rounds to nearest
     return rgb
 
@@ -273,7 +275,7 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
     v2 = v * v
     if sp.shape == "capsule":
         L = sp.length
-        t = np.clip(u, f32(0.0), f32(L))  # t * L
+        t = np.minimum(np.maximum(u, f32(0.0)), f32(L))  # t * L
         du = (u - t) * f32(1.0 / sp.cap)
         r = f32(sp.r0) + f32((sp.r1 - sp.r0) / L) * t
         r2 = r * r
@@ -486,22 +488,23 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
 
     # keypoint visibility and confidences
     conf = np.zeros((T, P, 17), np.float32)
-    for k in range(T):
-        for si in range(n_sub):
-            key0 = si * body.PARTS_PER_SUBJECT + 1
-            td = 0.5 * (jdepth[k, si, body.PELVIS] + jdepth[k, si, body.NECK])
-            hd = jdepth[k, si, body.HEAD]
-            for j in range(17):
-                x, y = joints[k, si, j]
-                if not (-0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5):
-                    continue
-                owners = body.JOINT_OWNERS[j]
-                if j in TORSO_JOINTS and jdepth[k, si, j] < td - 1e-6:
-                    owners = tuple(o for o in owners if o != body.TORSO)  # behind the torso
-                visible = int(parts[k, int(round(y)), int(round(x))]) - key0 in owners
-                if j <= 4 and jdepth[k, si, j] < hd:
-                    visible = False  # face point on the far side of the head
-                conf[k, si, j] = 1.0 if visible else occl_conf[k, si, j]
+    if n_sub:
+        jx, jy = joints[:, :n_sub, :, 0], joints[:, :n_sub, :, 1]  # [T, n, 17]
+        inb = (jx >= -0.5) & (jx < W - 0.5) & (jy >= -0.5) & (jy < H - 0.5)
+        ri = np.clip(np.rint(jy), 0, H - 1).astype(np.intp)
+        rj = np.clip(np.rint(jx), 0, W - 1).astype(np.intp)
+        top = parts[np.arange(T)[:, None, None], ri, rj].astype(np.int64)
+        top -= (np.arange(n_sub) * body.PARTS_PER_SUBJECT + 1)[None, :, None]  # part index of that subject
+        ok = (top >= 0) & (top < body.PARTS_PER_SUBJECT)
+        visible = ok & body.OWNS[np.arange(17)[None, None, :], np.where(ok, top, 0)]
+        # shoulders/hips behind the torso's mid-plane are not seen through the torso
+        torso_d = 0.5 * (jdepth[:, :n_sub, body.PELVIS] + jdepth[:, :n_sub, body.NECK])[..., None]
+        behind = np.zeros((T, n_sub, 17), bool)
+        behind[..., list(TORSO_JOINTS)] = jdepth[:, :n_sub, list(TORSO_JOINTS)] < torso_d - 1e-6
+        visible &= ~(behind & (top == body.TORSO))
+        # face points on the far side of the head
+        visible[..., :5] &= jdepth[:, :n_sub, :5] >= jdepth[:, :n_sub, body.HEAD][..., None]
+        conf[:, :n_sub] = np.where(inb, np.where(visible, np.float32(1.0), occl_conf[:, :n_sub]), np.float32(0.0))
 
     vs = np.zeros((T - 1, P, 2), np.float32)
     if n_sub:

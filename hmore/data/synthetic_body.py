@@ -42,6 +42,10 @@ JOINT_OWNERS = (
     (TORSO, LUA), (TORSO, RUA), (LUA, LFA), (RUA, RFA), (LFA,), (RFA,),
     (TORSO, LTH), (TORSO, RTH), (LTH, LSH), (RTH, RSH), (LSH,), (RSH,),
 )
+# OWNS[j, part]: part is one of joint j's owners
+OWNS = np.zeros((17, PARTS_PER_SUBJECT), bool)
+for _j, _o in enumerate(JOINT_OWNERS):
+    OWNS[_j, list(_o)] = True
 # Depth bias (px) between parts at the same depth: arms in front of the torso, legs behind the hips.
 _DEPTH_BIAS = {TORSO: 0.0, HEADP: 0.5, LUA: 1.0, LFA: 1.2, RUA: 1.0, RFA: 1.2,
                LTH: -1.0, LSH: -0.8, RTH: -1.0, RSH: -0.8}
@@ -246,10 +250,6 @@ def project(J: np.ndarray, yaw: float) -> tuple[np.ndarray, np.ndarray]:
     return xy, depth
 
 
-def _perp(d: np.ndarray) -> np.ndarray:
-    return np.array([-d[1], d[0]])
-
-
 def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, scale: float,
                     camera: tuple[float, np.ndarray], base_depth: float):
     """Sprites and image keypoints of subject ``sid`` (1-based) at one time.
@@ -275,9 +275,9 @@ def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, sc
         tex = shirt
         if part == HEADP:
             spine = img[NECK] - img[PELVIS]
-            n = np.linalg.norm(spine)
-            d = spine / n if n > 1e-9 else np.array([0.0, -1.0])
-            A = z * np.stack([d, _perp(d)], 1)
+            n = math.hypot(spine[0], spine[1])
+            dx, dy = (spine[0] / n, spine[1] / n) if n > 1e-9 else (0.0, -1.0)
+            A = np.array([[z * dx, -z * dy], [z * dy, z * dx]])
             hh, hw = pr["head_h"] * scale, pr["head_w"] * scale
             hair = ("u", 0.25 * hh, 0.35 * hh, app["hair"])
             sprites.append(Sprite(key0 + part, A, img[HEAD].copy(), "ellipse", 0.0, hh, hw, 0.0,
@@ -287,11 +287,11 @@ def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, sc
         L = scale * {TORSO: pr["torso"], LUA: pr["upper_arm"], RUA: pr["upper_arm"], LFA: pr["forearm"],
              RFA: pr["forearm"], LTH: pr["thigh"], RTH: pr["thigh"], LSH: pr["shin"], RSH: pr["shin"]}[part]
         bone = img[jb] - img[ja]
-        n = np.linalg.norm(bone)
-        d = bone / n if n > 1e-9 else np.array([0.0, 1.0])
+        n = math.hypot(bone[0], bone[1])
+        dx, dy = (bone[0] / n, bone[1] / n) if n > 1e-9 else (0.0, 1.0)
         wscale = z * (f_torso if part == TORSO else 1.0)
         # local units are scene pixels: u along the bone in [0, L], v across; A maps them to the image
-        A = np.stack([bone / L, wscale * _perp(d)], 1)
+        A = np.array([[bone[0] / L, -wscale * dy], [bone[1] / L, wscale * dx]])
         if part == TORSO:
             r0, r1, cap = pr["r_hip"], pr["r_shoulder"], 0.35
         elif part in (LUA, RUA):
