@@ -9,6 +9,16 @@ import cv2
 import numpy as np
 
 
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+# mkstemp creates files 0600; the final files get the mode a plain open() would give them
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str, data: bytes, fsync: bool = False) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
@@ -23,6 +33,7 @@ def atomic_write_bytes(path: str, data: bytes, fsync: bool = False) -> None:
     stem, ext = os.path.splitext(base)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".tmp{ext}")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if fsync:
@@ -43,6 +54,7 @@ def temp_path_for(path: str) -> str:
     os.makedirs(folder, exist_ok=True)
     stem, ext = os.path.splitext(os.path.basename(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".tmp{ext}")
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return tmp
 
