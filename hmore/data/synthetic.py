@@ -196,9 +196,13 @@ class _Canvas:
         self.ys = np.arange(H, dtype=np.float32)
 
 
-def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, markers: bool) -> np.ndarray:
+def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, markers: bool,
+             X: np.ndarray, Y: np.ndarray, inv: tuple) -> np.ndarray:
     """Colour [h, w, 3] float32 of sprite ``sp`` at local coordinates (u, v), offset by +0.5 and
-    clipped so that truncation to uint8 rounds; ``rel2`` = (|v| / half-width)^2.
+    clipped so that truncation to uint8 rounds; ``rel2`` = (|v| / half-width)^2. X [1, w], Y [h, 1]
+    are the pixel coordinates and ``inv`` = (i00, i01, cu, i10, i11, cv) the map u = i00 X + i01 Y + cu,
+    v = i10 X + i11 Y + cv: anything affine in (u, v) is computed as a row plus a column (one
+    full-size operation instead of four).
 
     colour = shade * ((1 - w) * (base + sum_i sin(k_i . (u, v) + phase_i) * col_i) + w * ramp_col),
     with w a linear ramp along u (sleeve/trouser ends, hair) and shade = 1 - s * min(rel2, 1)
@@ -215,15 +219,20 @@ def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, ma
     if ramp is not None:
         _, start, width, col = ramp
         # np.minimum/np.maximum: np.clip's Python wrapper costs more than the work on these arrays
-        w = np.minimum(np.maximum((u - f32(start)) * f32(1.0 / width), f32(0.0)), f32(1.0))
+        i00, i01, cu, _, _, _ = inv
+        g = 1.0 / width
+        w = f32(g * i00) * X + (f32(g * i01) * Y + f32(g * (cu - start)))
+        w = np.minimum(np.maximum(w, f32(0.0)), f32(1.0))
         ws = w * shade
         feats[..., K - 1] = ws
         cols[K - 1] = col
         shade = shade - ws  # (1 - w) * shade multiplies the garment terms
     feats[..., 0] = shade
     cols[0] = tex["base"]
+    i00, i01, cu, i10, i11, cv = inv
     for i, (kx, ky, ph, col) in enumerate(pattern):
-        np.multiply(np.sin(f32(kx) * u + f32(ky) * v + f32(ph)), shade, out=feats[..., 1 + i])
+        phase = f32(kx * i00 + ky * i10) * X + (f32(kx * i01 + ky * i11) * Y + f32(kx * cu + ky * cv + ph))
+        np.multiply(np.sin(phase, out=phase), shade, out=feats[..., 1 + i])
         cols[1 + i] = col
     rgb = feats @ cols
     if markers and sp.shape == "capsule":
@@ -270,13 +279,16 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
     i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
     X = cv.xs[x0:x1][None, :]
     Y = cv.ys[y0:y1][:, None]
-    u = f32(i00) * X + (f32(i01) * Y + f32(-(i00 * b0 + i01 * b1)))
-    v = f32(i10) * X + (f32(i11) * Y + f32(-(i10 * b0 + i11 * b1)))
+    cu, cv_ = -(i00 * b0 + i01 * b1), -(i10 * b0 + i11 * b1)
+    u = f32(i00) * X + (f32(i01) * Y + f32(cu))
+    v = f32(i10) * X + (f32(i11) * Y + f32(cv_))
     v2 = v * v
     if sp.shape == "capsule":
         L = sp.length
         t = np.minimum(np.maximum(u, f32(0.0)), f32(L))  # t * L
-        du = (u - t) * f32(1.0 / sp.cap)
+        du = u - t
+        if sp.cap != 1.0:
+            du *= f32(1.0 / sp.cap)
         r = f32(sp.r0) + f32((sp.r1 - sp.r0) / L) * t
         r2 = r * r
         inside = du * du + v2 <= r2
@@ -286,7 +298,7 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
         inside = rel2 <= 1.0
     if not inside.any():
         return
-    rgb = _texture(sp, u, v, rel2, markers)
+    rgb = _texture(sp, u, v, rel2, markers, X, Y, (i00, i01, cu, i10, i11, cv_))
     np.copyto(cv.rgb[y0:y1, x0:x1], rgb, where=inside[..., None], casting="unsafe")
     np.copyto(cv.parts[y0:y1, x0:x1], np.int16(sp.key), where=inside)
     if nxt is not None and cv.flow is not None:
