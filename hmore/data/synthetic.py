@@ -26,8 +26,22 @@ part's local frame, where its shape and texture live):
   ``occluded_confidence`` when it is hidden, 0 outside the frame.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed and config give identical
-arrays on every run and machine. :class:`SyntheticPairs` maps dataset indices to seeds in disjoint
-ranges per split (``SPLIT_SEED_OFFSET``).
+arrays on every run (across machines, a vectorised ``sin`` may differ in the last bit and move a
+colour by one grey level; flows, masks and keypoints do not depend on it). :class:`SyntheticPairs`
+maps dataset indices to seeds in disjoint ranges per split (``SPLIT_SEED_OFFSET``).
+
+Known approximations [ours]:
+
+* Parts are flat sprites of a 3-D stick skeleton, ordered by the mean depth of their bone (painter's
+  algorithm per part, not a per-pixel z-buffer), so two crossing parts are wholly in front of or
+  behind each other. A ``turn`` narrows the torso by the silhouette width of an elliptic cylinder and
+  reorders the parts, but the texture does not wrap around the body (2-D approximation of a turn).
+* Part shapes are tapered capsules (a band whose half-width varies linearly along the bone, closed
+  by elliptic caps) and an ellipse for the head; no hands or feet.
+* The flow is image-space motion, camera included; "occluded in t+1" rounds the destination to the
+  nearest pixel, so part edges can flip either way by one pixel.
+* Colours are rounded to uint8 after bilinear background resampling; the textures are smooth
+  (periods >= 9 px) so that bilinear warping by the true flow reproduces them to ~1 grey level.
 """
 from __future__ import annotations
 
