@@ -77,7 +77,8 @@ class SyntheticConfig:
         have zero keypoints, confidences and motion).
     motions: the motions drawn from (uniformly per subject), a non-empty subset of MOTIONS.
     background_motion: camera pan/zoom and swaying distractors; False gives a static background.
-    max_speed: subject translation bound (px/frame); walk/run use 30-100 % of it.
+    max_speed: subject translation bound (px/frame); walk/run move at the speed of their gait (no
+        foot sliding) up to this bound, the other motions drift at up to 10-20 % of it.
     max_pan: camera pan bound (px/frame); max_zoom: zoom rate bound (relative change per frame).
     num_distractors: (min, max) swaying shapes in the background (0 allowed).
     max_sway: distractor sway amplitude (radians).
@@ -93,7 +94,7 @@ class SyntheticConfig:
     num_subjects: int | tuple[int, int] = 1
     motions: tuple[str, ...] = MOTIONS
     background_motion: bool = True
-    max_speed: float = 3.0
+    max_speed: float = 8.0
     max_pan: float = 2.0
     max_zoom: float = 0.01
     num_distractors: tuple[int, int] = (1, 3)
@@ -404,11 +405,12 @@ def _subject_params(rng, cfg: SyntheticConfig, n: int) -> list[dict]:
         pr = body.make_proportions(rng)
         app = body.make_appearance(rng)
         kind = str(rng.choice(cfg.motions))
-        mot = body.make_motion(rng, kind, cfg.max_speed * v_scale)
         hfrac = rng.uniform(*cfg.subject_height)
         scale = hfrac * H / body.standing_height(pr)
+        leg = (pr["thigh"] + pr["shin"]) * scale
+        mot = body.make_motion(rng, kind, cfg.max_speed * v_scale, leg)
         feet = rng.uniform(0.75, 0.97) * H
-        root = np.array([rng.uniform(0.2, 0.8) * W, feet - (pr["thigh"] + pr["shin"]) * scale])
+        root = np.array([rng.uniform(0.2, 0.8) * W, feet - leg])
         subs.append({"pr": pr, "app": app, "motion": mot, "scale": scale, "root": root,
                      "depth": 1e6 * (k + 1), "kind": kind})
     return subs

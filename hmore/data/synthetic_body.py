@@ -51,6 +51,7 @@ _DEPTH_BIAS = {TORSO: 0.0, HEADP: 0.5, LUA: 1.0, LFA: 1.2, RUA: 1.0, RFA: 1.2,
                LTH: -1.0, LSH: -0.8, RTH: -1.0, RSH: -0.8}
 
 MOTIONS = ("walk", "run", "wave", "jump", "turn")
+_HIP_AMP = {"walk": 24.0, "run": 34.0}  # hip flexion amplitude (degrees) of the gait cycles
 
 
 @dataclass
@@ -129,30 +130,36 @@ def standing_height(pr: dict) -> float:
 
 
 # ---- motion --------------------------------------------------------------------------------------
-def make_motion(rng, kind: str, max_speed: float) -> dict:
-    """Parameters of one subject's motion; `pose` evaluates them at a time."""
+def make_motion(rng, kind: str, max_speed: float, leg_px: float = 0.0) -> dict:
+    """Parameters of one subject's motion; `pose` evaluates them at a time.
+
+    max_speed: bound on the root's translation (px/frame). leg_px: hip-to-ankle length in pixels;
+    walk/run move at the speed their gait implies (the stance foot sweeps 2 * leg * sin(hip
+    amplitude) per half cycle, so the feet do not slide), capped at max_speed.
+    """
     m = {"kind": kind, "phase": rng.uniform(0, 2 * math.pi), "amp": rng.uniform(0.8, 1.2)}
     side = rng.choice([-1.0, 1.0])
     if kind in ("walk", "run"):
         m["yaw"] = side * rng.uniform(math.radians(40), math.radians(90))
         m["period"] = rng.uniform(22, 30) if kind == "walk" else rng.uniform(14, 20)
-        frac = rng.uniform(0.3, 0.6) if kind == "walk" else rng.uniform(0.6, 1.0)
-        m["vel"] = np.array([side * frac * max_speed, rng.uniform(-0.1, 0.1) * max_speed])
+        hip = math.radians(_HIP_AMP[kind]) * m["amp"]
+        gait = 4.0 * leg_px * math.sin(hip) / m["period"] * abs(math.sin(m["yaw"]))
+        m["vel"] = np.array([side * min(gait, max_speed), rng.uniform(-0.05, 0.05) * max_speed])
     elif kind == "wave":
         m["yaw"] = rng.uniform(-math.radians(45), math.radians(45))
         m["period"] = rng.uniform(14, 24)
         m["arms"] = int(rng.integers(1, 4))  # 1 left, 2 right, 3 both
-        m["vel"] = rng.uniform(-0.15, 0.15, 2) * max_speed
+        m["vel"] = rng.uniform(-0.1, 0.1, 2) * max_speed
     elif kind == "jump":
         m["yaw"] = rng.uniform(-math.radians(70), math.radians(70))
         m["period"] = rng.uniform(18, 26)
         m["height"] = rng.uniform(0.08, 0.16)
-        m["vel"] = np.array([rng.uniform(-0.3, 0.3) * max_speed, 0.0])
+        m["vel"] = np.array([rng.uniform(-0.2, 0.2) * max_speed, 0.0])
     elif kind == "turn":
         m["yaw"] = rng.uniform(-math.pi, math.pi)
         m["yaw_rate"] = side * math.radians(rng.uniform(3, 8))
         m["period"] = rng.uniform(24, 32)
-        m["vel"] = rng.uniform(-0.2, 0.2, 2) * max_speed
+        m["vel"] = rng.uniform(-0.1, 0.1, 2) * max_speed
     else:  # validated by the config; kept for direct callers
         raise ValueError(f"motions: unknown motion {kind!r}, expected one of {MOTIONS}")
     return m
@@ -174,7 +181,7 @@ def pose(m: dict, tau: float) -> dict:
                   f"hf{sd}": 0.0, f"ha{sd}": math.radians(3), f"kn{sd}": math.radians(3)})
     if kind in ("walk", "run"):
         run = kind == "run"
-        hip, arm = math.radians(24 if not run else 34) * a, math.radians(18 if not run else 30) * a
+        hip, arm = math.radians(_HIP_AMP[kind]) * a, math.radians(18 if not run else 30) * a
         p["lean"] = math.radians(3 if not run else 9)
         p["dy"] = -(0.008 if not run else 0.02) * abs(c)
         for sd, sg in (("l", 1.0), ("r", -1.0)):
