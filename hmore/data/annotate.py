@@ -253,7 +253,7 @@ def annotate_video(video: str, out: str, *, max_frames: int | None = None, resum
                 break
             keep += segment_length
         frames = done_frames[:keep]
-        total = reported if max_frames is None else (min(reported, max_frames) if reported > 0 else max_frames)
+        total = (reported or None) if max_frames is None else (min(reported, max_frames) if reported > 0 else max_frames)
         bar = _Progress(total, f"annotate {os.path.basename(video)}", not progress)
         bar.update(keep)
         models = None

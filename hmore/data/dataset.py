@@ -95,7 +95,8 @@ def color_jitter(img: torch.Tensor, factors: dict) -> torch.Tensor:
         if op == "brightness":
             img = img * factors["brightness"]
         elif op == "contrast":
-            img = (img - _gray(img).mean()) * factors["contrast"] + _gray(img).mean()
+            m = _gray(img).mean()
+            img = (img - m) * factors["contrast"] + m
         elif op == "saturation":
             g = _gray(img)
             img = (img - g) * factors["saturation"] + g
@@ -177,37 +178,53 @@ class PairDataset(torch.utils.data.Dataset):
                 cf[p] = torch.from_numpy(c[where[tr]])
         return kp, cf
 
-    def raw(self, i: int) -> dict:
-        """Item ``i`` without augmentation."""
+    def raw(self, i: int, window: tuple[int, int, int, int] | None = None) -> dict:
+        """Item ``i`` without augmentation; ``window=(y0, x0, h, w)`` crops it (as :func:`crop_sample`)."""
         c, t = self.pairs[i]
         r = self.readers[c]
         t1 = t + self.stride
+        y0, x0, h, w = window if window is not None else (0, 0, r.height, r.width)
+        rows, cols = slice(y0, y0 + h), slice(x0, x0 + w)
+
+        def img(a):  # [H, W, 3] uint8 -> cropped [3, h, w] float32 in [0, 1]; cropping first saves the copy
+            return torch.from_numpy(np.ascontiguousarray(a[rows, cols])).permute(2, 0, 1).float().div_(255.0)
+
         ids0 = [int(x) for x in r.persons(t)[0]]
         ids1 = [int(x) for x in r.persons(t1)[0]]
         tracks = sorted(set(ids0) | set(ids1))
         s = {
-            "frame0": torch.from_numpy(r.frame(t)).permute(2, 0, 1).float().div_(255.0),
-            "frame1": torch.from_numpy(r.frame(t1)).permute(2, 0, 1).float().div_(255.0),
-            "mask0": torch.from_numpy(r.mask(t))[None],
+            "frame0": img(r.frame(t)),
+            "frame1": img(r.frame(t1)),
+            "mask0": torch.from_numpy(np.ascontiguousarray(r.mask(t)[rows, cols]))[None],
             "index": torch.tensor([c, t], dtype=torch.int64),
         }
         s["keypoints0"], s["conf0"] = self._keypoints(r, t, tracks)
         s["keypoints1"], s["conf1"] = self._keypoints(r, t1, tracks)
         if self.stride == 1 and r.flows:
+            valid = None
             for kind in r.flows:
                 if kind in ("world", "local"):
-                    s[f"{kind}_flow"] = torch.from_numpy(r.flow(kind, t)).permute(2, 0, 1).contiguous()
-            ref = s.get("world_flow", s.get("local_flow"))
-            if ref is not None:
-                s["flow_valid"] = torch.isfinite(ref).all(0, keepdim=True)
+                    f = r.flow(kind, t)[rows, cols]
+                    v = np.isfinite(f).all(axis=2)
+                    valid = v if valid is None else valid & v
+                    s[f"{kind}_flow"] = torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))
+            if valid is not None:
+                s["flow_valid"] = torch.from_numpy(valid)[None]
         if self.stride == 1 and r.has_occlusion:
-            s["occlusion"] = torch.from_numpy(r.occlusion(t))[None]
+            s["occlusion"] = torch.from_numpy(np.ascontiguousarray(r.occlusion(t)[rows, cols]))[None]
         if self.stride == 1 and r.subject_motion is not None:
             sm = torch.zeros(self.max_persons, 2)
             for p, tr in enumerate(tracks[: self.max_persons]):
                 if tr < r.subject_motion.shape[1]:
                     sm[p] = torch.from_numpy(r.subject_motion[t, tr])
             s["subject_motion"] = sm
+        if window is not None:  # keypoints shift and lose the joints outside the window, as crop_sample does
+            for k in ("0", "1"):
+                kp = s["keypoints" + k]
+                kp[..., 0] -= x0
+                kp[..., 1] -= y0
+                inside = (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
+                s["conf" + k] = torch.where(inside, s["conf" + k], torch.zeros(()))
         return s
 
     def _draw_jitter(self, g: np.random.Generator) -> dict:
@@ -220,14 +237,15 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < len(self.pairs):
             raise IndexError(f"PairDataset: index {i} out of range 0..{len(self.pairs) - 1}")
-        s = self.raw(i)
         g = np.random.default_rng([self.seed, self.epoch, i])
+        window = None
         if self.crop_size is not None:
-            H, W = s["frame0"].shape[-2:]
+            r = self.readers[self.pairs[i][0]]
             h, w = self.crop_size
-            y0 = int(g.integers(0, H - h + 1)) if self.augment else (H - h) // 2
-            x0 = int(g.integers(0, W - w + 1)) if self.augment else (W - w) // 2
-            s = crop_sample(s, y0, x0, h, w)
+            y0 = int(g.integers(0, r.height - h + 1)) if self.augment else (r.height - h) // 2
+            x0 = int(g.integers(0, r.width - w + 1)) if self.augment else (r.width - w) // 2
+            window = (y0, x0, h, w)
+        s = self.raw(i, window)
         if not self.augment:
             return s
         if g.random() < self.flip_prob:
