@@ -381,6 +381,10 @@ class TestPairDataset:
         k = c["keypoints0"]
         inside = (k[..., 0] >= -0.5) & (k[..., 0] <= 29.5) & (k[..., 1] >= -0.5) & (k[..., 1] <= 19.5)
         assert torch.equal(c["conf0"], torch.where(inside, s["conf0"], torch.zeros(())))
+        # the dataset crops while loading (before conversion); the result is crop_sample's
+        d = PairDataset(clip_dir, crop_size=(20, 30), augment=False)[0]
+        e = crop_sample(s, 10, 9, 20, 30)  # the centred window of a 40x48 frame
+        assert d.keys() == e.keys() and all(torch.equal(d[k], e[k]) for k in d)
 
     def test_augmented_items_are_seeded(self, clip_dir):
         a = PairDataset(clip_dir, crop_size=(32, 40), flip_prob=0.5, seed=3)
@@ -407,7 +411,7 @@ class TestPairDataset:
         np.testing.assert_allclose(color_jitter(img, ident).numpy(), img.numpy(), atol=1e-5, rtol=0)
         asym = PairDataset(clip_dir, flip_prob=0, jitter_prob=1.0, asymmetric_prob=1.0, seed=1)
         # with the same frame as both inputs, asymmetric jitter gives two different images
-        asym.raw = lambda i: dict(raw, frame1=raw["frame0"].clone())
+        asym.raw = lambda i, window=None: dict(raw, frame1=raw["frame0"].clone())
         sym.raw = asym.raw
         a, b = asym[0], sym[0]
         assert not torch.equal(a["frame0"], a["frame1"]) and torch.equal(b["frame0"], b["frame1"])
