@@ -341,7 +341,7 @@ def test_large_resolution():
 # ---- errors --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field,value", [
     ("height", 16), ("width", 2.5), ("num_subjects", 0), ("num_subjects", (2, 1)), ("num_subjects", (0, 0)),
-    ("motions", ()), ("motions", ("walk", "fly")), ("motions", ["walk"]), ("background_motion", 1),
+    ("motions", ()), ("motions", ("walk", "fly")), ("motions", "walk"), ("background_motion", 1),
     ("max_speed", -1.0), ("max_speed", float("nan")), ("max_pan", 100.0), ("max_zoom", 0.5),
     ("num_distractors", (3, 1)), ("num_distractors", 2), ("max_sway", -0.1), ("subject_height", (0.9, 0.5)),
     ("subject_height", (0.05, 0.5)), ("time_step", 0), ("keypoint_noise", -1), ("occluded_confidence", (0.5, 1.5)),
@@ -350,6 +350,13 @@ def test_large_resolution():
 def test_bad_config_raises(field, value):
     with pytest.raises(ValueError, match=f"SyntheticConfig.{field}"):
         SyntheticConfig(**{field: value})
+
+
+def test_config_accepts_lists():
+    cfg = SyntheticConfig(num_subjects=[1, 2], motions=["walk"], subject_height=[0.5, 0.6])
+    assert cfg.num_subjects == (1, 2) and cfg.motions == ("walk",) and cfg.subject_height == (0.5, 0.6)
+    assert cfg.max_subjects == 2 and hash(cfg) == hash(SyntheticConfig(num_subjects=(1, 2), motions=("walk",),
+                                                                       subject_height=(0.5, 0.6)))
 
 
 def test_bad_arguments_raise():

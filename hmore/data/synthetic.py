@@ -106,6 +106,12 @@ class SyntheticConfig:
     markers: bool = False
 
     def __post_init__(self):
+        # lists are accepted where tuples are documented (JSON/YAML configs give lists); stored as
+        # tuples so the config stays hashable
+        for name in ("num_subjects", "motions", "num_distractors", "subject_height", "occluded_confidence"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
         def bad(name, expect):
             raise ValueError(f"SyntheticConfig.{name}: expected {expect}, got {getattr(self, name)!r}")
 
