@@ -262,8 +262,10 @@ def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, ma
         R = 0.6 * min(sp.r0, sp.r1)
         d2 = ((u - f32(sp.length / 2)) ** 2 + v * v) * f32(1.0 / (R * R))
         rgb -= (f32(60.0) * np.maximum(f32(1.0) - d2, f32(0.0)))[..., None]
-    np.maximum(rgb, f32(0.0), out=rgb)
-    np.minimum(rgb, f32(255.0), out=rgb)
+        # bases and amplitudes keep unmarked colours within [10, 250] (see make_appearance and
+        # _distractor_params), so only a marker can leave the uint8 range
+        np.maximum(rgb, f32(0.0), out=rgb)
+        np.minimum(rgb, f32(255.0), out=rgb)
     rgb += f32(0.5)  # truncation to uint8 then rounds to nearest
     return rgb
 
@@ -320,7 +322,9 @@ def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool =
     if not inside.any():
         return
     rgb = _texture(sp, u, v, rel2, markers, X, Y, (i00, i01, cu, i10, i11, cv_))
-    np.copyto(cv.rgb[y0:y1, x0:x1], rgb, where=inside[..., None], casting="unsafe")
+    # cv2.copyTo writes through the ROI view in place, ~5x faster than np.copyto with a mask
+    # broadcast over the channels
+    cv2.copyTo(rgb.astype(np.uint8), inside.view(np.uint8), cv.rgb[y0:y1, x0:x1])
     np.copyto(cv.parts[y0:y1, x0:x1], np.int16(sp.key), where=inside)
     if nxt is not None and cv.flow is not None:
         # flow = (A' - A) A^-1 (p - b) + (b' - b): exactly 0 for a part that does not move
@@ -383,7 +387,7 @@ def _distractor_params(rng, cfg: SyntheticConfig, margin: float) -> list[dict]:
             "period": rng.uniform(10, 40), "phase": rng.uniform(0, 2 * math.pi),
             "shape": "capsule" if rng.random() < 0.6 else "ellipse",
             "length": length, "r0": rng.uniform(0.03, 0.08) * H, "r1": rng.uniform(0.02, 0.1) * H,
-            "tex": {"base": rng.uniform(60, 200, 3), "pattern": body._pattern(rng, 30.0),
+            "tex": {"base": rng.uniform(70, 190, 3), "pattern": body._pattern(rng, 30.0),
                     "shade": rng.uniform(0.0, 0.3), "ramp": None},
         })
     return out
