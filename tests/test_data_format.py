@@ -75,6 +75,52 @@ class TestFlo:
             flow_io.write_flo(str(p), np.zeros((4, 4, 3), np.float32))
 
 
+def _decode_png16(path):
+    """A minimal decoder of non-interlaced 16-bit RGB PNGs (zlib + the five row filters of the PNG spec)."""
+    import struct
+    import zlib
+
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, hdr = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            hdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    w, h, depth, color, _, _, interlace = hdr
+    assert depth == 16 and color == 2 and interlace == 0
+    bpp, stride = 6, 6 * w
+    raw = zlib.decompress(idat)
+    out = np.zeros((h, stride), np.int64)
+    prev = np.zeros(stride, np.int64)
+    for y in range(h):
+        ftype = raw[y * (stride + 1)]
+        line = np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int64)
+        cur = np.zeros(stride, np.int64)
+        for i in range(stride):
+            a = cur[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if ftype == 0:
+                pred = 0
+            elif ftype == 1:
+                pred = a
+            elif ftype == 2:
+                pred = b
+            elif ftype == 3:
+                pred = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[i] = (line[i] + pred) & 0xFF
+        out[y], prev = cur, cur
+    return (out[:, 0::2] * 256 + out[:, 1::2]).reshape(h, w, 3)
+
+
 class TestKitti:
     def test_round_trip_exact_on_grid(self, tmp_path):
         q = _rng(3).integers(-2**15, 2**16 - 2**15, (6, 9, 2))
@@ -92,6 +138,11 @@ class TestKitti:
         img = cv2.imread(p, cv2.IMREAD_UNCHANGED)
         assert img.dtype == np.uint16 and img.shape == (6, 9, 3)
         assert img[0, 0, 2] == 0 and img[0, 0, 1] == 65535 and img[0, 0, 0] == 1
+        rgb = _decode_png16(p)  # an independent decoder, in RGB order as KITTI's devkit reads it
+        assert rgb.shape == (6, 9, 3)
+        np.testing.assert_array_equal(rgb[..., 2] > 0, valid)
+        np.testing.assert_array_equal((rgb[..., 0][valid].astype(np.float64) - 2**15) / 64, f[..., 0][valid])
+        np.testing.assert_array_equal((rgb[..., 1][valid].astype(np.float64) - 2**15) / 64, f[..., 1][valid])
 
     def test_quantisation_and_range(self, tmp_path):
         f = np.array([[[0.3, -1.01]]], np.float32)
