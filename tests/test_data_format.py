@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -347,6 +346,19 @@ class TestFormat:
             DatasetReader(clip_dir)
         os.remove(os.path.join(clip_dir, "meta.json"))
         with pytest.raises(FileNotFoundError, match="meta.json: dataset meta.json"):
+            DatasetReader(clip_dir)
+
+    def test_wrong_meta(self, clip_dir):
+        p = os.path.join(clip_dir, "meta.json")
+        meta = json.load(open(p))
+        json.dump(dict(meta, version=2), open(p, "w"))
+        with pytest.raises(ValueError, match=r"meta.json: dataset version 2"):
+            DatasetReader(clip_dir)
+        json.dump(dict(meta, format="coco"), open(p, "w"))
+        with pytest.raises(ValueError, match=r"meta.json: not an hmore dataset \(format 'coco'"):
+            DatasetReader(clip_dir)
+        json.dump(dict(meta, num_frames=3), open(p, "w"))
+        with pytest.raises(ValueError, match=r"keypoints.json: 5 image entries, meta.json says 3 frames"):
             DatasetReader(clip_dir)
 
     def test_mask_wrong_size(self, clip_dir):

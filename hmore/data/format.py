@@ -19,7 +19,6 @@ the file and the problem.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -316,7 +315,8 @@ class DatasetReader:
         mpath = os.path.join(self.root, "meta.json")
         meta = read_json(mpath, "dataset meta.json (an incomplete or interrupted write?)")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError(f"{mpath}: not an hmore dataset (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+            fmt = meta.get("format") if isinstance(meta, dict) else None
+            raise ValueError(f"{mpath}: not an hmore dataset (format {fmt!r}, expected {FORMAT!r})")
         if meta.get("version") != VERSION:
             raise ValueError(f"{mpath}: dataset version {meta.get('version')!r}, this reader reads version {VERSION}")
         if meta.get("layout", "coco17") != COCO17.name:
