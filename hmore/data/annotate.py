@@ -267,7 +267,7 @@ def annotate_video(video: str, out: str, *, max_frames: int | None = None, resum
                     if 0 < reported and t < reported and t < (max_frames or reported):
                         raise VideoError(f"{video}: frame {t} could not be decoded (the container reports "
                                          f"{reported} frames); the file may be truncated or corrupt. Frames "
-                                         f"0..{t - 1} are kept in {out}; rerun with --resume after fixing the input")
+                                         f"0..{t - 1} are written to {out} (keypoints.json up to the last checkpoint)")
                     break
                 if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (H, W):
                     raise VideoError(f"{video}: frame {t} decoded with shape {None if bgr is None else bgr.shape}, "
