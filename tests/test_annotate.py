@@ -100,6 +100,11 @@ class TestAnnotateRealClip:
         s = ann.annotate_video(CLIP, out, max_frames=N, segment_length=4, progress=False, resume=True)
         assert s["reused"] == 4 and s["annotated"] == N - 4
         assert _digest(out) == _digest(full)
+        # a damaged file in a finished segment: that segment (and the rest, tracked from it) is redone
+        open(os.path.join(out, "masks", "000001.png"), "wb").write(b"")
+        s = ann.annotate_video(CLIP, out, max_frames=N, segment_length=4, progress=False, resume=True)
+        assert s["reused"] == 0 and s["annotated"] == N
+        assert _digest(out) == _digest(full)
 
     def test_resume_checks_settings(self, annotated, tmp_path):
         out = str(tmp_path / "other")
