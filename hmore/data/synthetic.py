@@ -454,6 +454,10 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
         ang = rng.uniform(0, 2 * math.pi)
         pan_v = rng.uniform(0, cfg.max_pan * v_scale) * np.array([math.cos(ang), math.sin(ang)])
         zoom_r = rng.uniform(-cfg.max_zoom, cfg.max_zoom)
+        # a long clip keeps its total zoom within [1/2, 2] (else the texture behind a zoom-out grows
+        # without bound)
+        lim = math.expm1(math.log(2.0) / max((T - 1) * cfg.time_step, 1e-9))
+        zoom_r = max(-lim / (1.0 + lim), min(zoom_r, lim))
     else:
         pan_v, zoom_r = np.zeros(2), 0.0
     step = cfg.time_step
