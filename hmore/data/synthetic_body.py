@@ -36,6 +36,8 @@ _PART_JOINTS = {
     LUA: (5, 7), LFA: (7, 9), RUA: (6, 8), RFA: (8, 10),
     LTH: (11, 13), LSH: (13, 15), RTH: (12, 14), RSH: (14, 16),
 }
+_PART_LENGTH = {TORSO: "torso", LUA: "upper_arm", RUA: "upper_arm", LFA: "forearm", RFA: "forearm",
+                LTH: "thigh", RTH: "thigh", LSH: "shin", RSH: "shin"}
 # Which parts "own" each COCO joint: a joint is visible where one of its parts is on top.
 JOINT_OWNERS = (
     (HEADP,), (HEADP,), (HEADP,), (HEADP,), (HEADP,),
@@ -215,35 +217,44 @@ def pose(m: dict, tau: float) -> dict:
     return p
 
 
-def _limb_dir(flex: float, abd: float, side: float) -> np.ndarray:
+def _limb_dir(flex: float, abd: float, side: float) -> tuple[float, float, float]:
     """Unit direction of a limb hanging down (+y), flexed forward (+z) and abducted outwards (side x)."""
     cb = math.cos(abd)
-    return np.array([side * math.sin(abd), cb * math.cos(flex), cb * math.sin(flex)])
+    return (side * math.sin(abd), cb * math.cos(flex), cb * math.sin(flex))
+
+
+def _along(a, s: float, d) -> tuple[float, float, float]:
+    return (a[0] + s * d[0], a[1] + s * d[1], a[2] + s * d[2])
 
 
 def skeleton(pr: dict, p: dict) -> np.ndarray:
     """3-D joints [20, 3] in body units, pelvis centre at the origin; x = the subject's left, y down,
-    z = the subject's forward. Rows 0..16 are COCO-17, 17 pelvis centre, 18 neck, 19 head centre."""
-    J = np.zeros((20, 3))
+    z = the subject's forward. Rows 0..16 are COCO-17, 17 pelvis centre, 18 neck, 19 head centre.
+
+    Plain Python floats (a few dozen scalars; NumPy's per-call cost would dominate)."""
+    J = [None] * 20
     lean = p["lean"]
-    up = np.array([0.0, -math.cos(lean), math.sin(lean)])
-    J[PELVIS] = 0.0
-    J[NECK] = pr["torso"] * up
-    J[HEAD] = J[NECK] + (pr["neck"] + pr["head_h"]) * up
+    up = (0.0, -math.cos(lean), math.sin(lean))
+    origin = (0.0, 0.0, 0.0)
+    J[PELVIS] = origin
+    J[NECK] = _along(origin, pr["torso"], up)
+    J[HEAD] = _along(J[NECK], pr["neck"] + pr["head_h"], up)
     hh, hw = pr["head_h"], pr["head_w"]
-    J[0] = J[HEAD] + np.array([0.0, 0.1 * hh, 0.8 * hw])
-    J[1] = J[HEAD] + np.array([0.35 * hw, -0.2 * hh, 0.7 * hw])
-    J[2] = J[HEAD] + np.array([-0.35 * hw, -0.2 * hh, 0.7 * hw])
-    J[3] = J[HEAD] + np.array([0.9 * hw, 0.0, 0.0])
-    J[4] = J[HEAD] + np.array([-0.9 * hw, 0.0, 0.0])
+    hx, hy, hz = J[HEAD]
+    J[0] = (hx + 0.0, hy + 0.1 * hh, hz + 0.8 * hw)
+    J[1] = (hx + 0.35 * hw, hy + -0.2 * hh, hz + 0.7 * hw)
+    J[2] = (hx + -0.35 * hw, hy + -0.2 * hh, hz + 0.7 * hw)
+    J[3] = (hx + 0.9 * hw, hy + 0.0, hz + 0.0)
+    J[4] = (hx + -0.9 * hw, hy + 0.0, hz + 0.0)
+    nx, ny, nz = J[NECK]
     for sd, sg, sh, el, wr, hp, kn, an in (("l", 1.0, 5, 7, 9, 11, 13, 15), ("r", -1.0, 6, 8, 10, 12, 14, 16)):
-        J[sh] = J[NECK] + np.array([sg * pr["shoulder"] / 2, 0.0, 0.0])
-        J[el] = J[sh] + pr["upper_arm"] * _limb_dir(p[f"sf{sd}"], p[f"sa{sd}"], sg)
-        J[wr] = J[el] + pr["forearm"] * _limb_dir(p[f"sf{sd}"] + p[f"el{sd}"], p[f"sa{sd}"], sg)
-        J[hp] = np.array([sg * pr["hip"] / 2, 0.0, 0.0])
-        J[kn] = J[hp] + pr["thigh"] * _limb_dir(p[f"hf{sd}"], p[f"ha{sd}"], sg)
-        J[an] = J[kn] + pr["shin"] * _limb_dir(p[f"hf{sd}"] - p[f"kn{sd}"], p[f"ha{sd}"], sg)
-    return J
+        J[sh] = (nx + sg * pr["shoulder"] / 2, ny + 0.0, nz + 0.0)
+        J[el] = _along(J[sh], pr["upper_arm"], _limb_dir(p[f"sf{sd}"], p[f"sa{sd}"], sg))
+        J[wr] = _along(J[el], pr["forearm"], _limb_dir(p[f"sf{sd}"] + p[f"el{sd}"], p[f"sa{sd}"], sg))
+        J[hp] = (sg * pr["hip"] / 2, 0.0, 0.0)
+        J[kn] = _along(J[hp], pr["thigh"], _limb_dir(p[f"hf{sd}"], p[f"ha{sd}"], sg))
+        J[an] = _along(J[kn], pr["shin"], _limb_dir(p[f"hf{sd}"] - p[f"kn{sd}"], p[f"ha{sd}"], sg))
+    return np.array(J)
 
 
 def project(J: np.ndarray, yaw: float) -> tuple[np.ndarray, np.ndarray]:
@@ -271,6 +282,7 @@ def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, sc
     depth = scale * depth
     sprites = []
     key0 = (sid - 1) * PARTS_PER_SUBJECT + 1
+    P, D = img.tolist(), depth.tolist()  # Python floats: the per-part math below is scalar
     yaw = p["yaw"]
     # silhouette half-width factor of an elliptic cylinder with depth/width ratio rho, seen at yaw
     rho = pr["depth_ratio"]
@@ -281,19 +293,18 @@ def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, sc
         ja, jb = _PART_JOINTS[part]
         tex = shirt
         if part == HEADP:
-            spine = img[NECK] - img[PELVIS]
+            spine = (P[NECK][0] - P[PELVIS][0], P[NECK][1] - P[PELVIS][1])
             n = math.hypot(spine[0], spine[1])
             dx, dy = (spine[0] / n, spine[1] / n) if n > 1e-9 else (0.0, -1.0)
             A = np.array([[z * dx, -z * dy], [z * dy, z * dx]])
             hh, hw = pr["head_h"] * scale, pr["head_w"] * scale
             hair = ("u", 0.25 * hh, 0.35 * hh, app["hair"])
-            sprites.append(Sprite(key0 + part, A, img[HEAD].copy(), "ellipse", 0.0, hh, hw, 0.0,
+            sprites.append(Sprite(key0 + part, A, np.array(P[HEAD]), "ellipse", 0.0, hh, hw, 0.0,
                                   _tex(app["skin"], None, 0.12, hair),
-                                  base_depth + depth[HEAD] + _DEPTH_BIAS[part], sid))
+                                  base_depth + D[HEAD] + _DEPTH_BIAS[part], sid))
             continue
-        L = scale * {TORSO: pr["torso"], LUA: pr["upper_arm"], RUA: pr["upper_arm"], LFA: pr["forearm"],
-             RFA: pr["forearm"], LTH: pr["thigh"], RTH: pr["thigh"], LSH: pr["shin"], RSH: pr["shin"]}[part]
-        bone = img[jb] - img[ja]
+        L = scale * pr[_PART_LENGTH[part]]
+        bone = (P[jb][0] - P[ja][0], P[jb][1] - P[ja][1])
         n = math.hypot(bone[0], bone[1])
         dx, dy = (bone[0] / n, bone[1] / n) if n > 1e-9 else (0.0, 1.0)
         wscale = z * (f_torso if part == TORSO else 1.0)
@@ -312,6 +323,6 @@ def subject_sprites(sid: int, pr: dict, app: dict, p: dict, root: np.ndarray, sc
             r0, r1, cap = pr["r_shin"], pr["r_shin"] * 0.75, 1.0
             tex = _tex(app["pants"], app["pants_pat"], app["shade"], ("u", app["trouser"] * L, 2.0, app["skin"]))
         r0, r1 = r0 * scale, r1 * scale
-        dep = base_depth + 0.5 * (depth[ja] + depth[jb]) + _DEPTH_BIAS[part]
-        sprites.append(Sprite(key0 + part, A, img[ja].copy(), "capsule", L, r0, r1, cap, tex, dep, sid))
+        dep = base_depth + 0.5 * (D[ja] + D[jb]) + _DEPTH_BIAS[part]
+        sprites.append(Sprite(key0 + part, A, np.array(P[ja]), "capsule", L, r0, r1, cap, tex, dep, sid))
     return sprites, img[:17].copy(), depth, img
