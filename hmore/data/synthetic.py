@@ -501,7 +501,7 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
     parts = np.zeros((T, H, W), np.int16)
     instances = np.zeros((T, H, W), np.int16)
     world = np.zeros((T - 1, H, W, 2), np.float32)
-    bg_flow = np.zeros((T - 1, H, W, 2), np.float32)
+    bg_flow = np.empty((T - 1, H, W, 2), np.float32)  # every pixel written below
     xs = np.arange(W, dtype=np.float32)[None, :]
     ys = np.arange(H, dtype=np.float32)[:, None]
     for k in range(T):
@@ -555,7 +555,7 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
     if n_sub:
         vs[:, :n_sub] = subject_motion_from_keypoints(joints[:-1, :n_sub], joints[1:, :n_sub],
                                                       conf[:-1, :n_sub], conf[1:, :n_sub])
-    local = np.zeros_like(world)
+    local = np.empty_like(world)  # every pixel written below
     occlusion = np.zeros((T - 1, H, W), bool)
     for k in range(T - 1):
         inst = instances[k]
