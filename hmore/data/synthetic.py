@@ -1,0 +1,671 @@
+"""Synthetic people with exact ground truth: frame pairs and clips for training and evaluating H-MoRe.
+
+Each clip shows one or more articulated people (COCO-17 skeleton; tapered, textured limbs of varied
+proportions and clothing) performing a parametric motion -- ``walk``, ``run``, ``wave``, ``jump``,
+``turn`` -- with a global translation, composited in depth order (self-occlusion, and subjects in front
+of one another) over a textured background that moves on its own: a camera pan with a slight zoom,
+and a few swaying distractor shapes. See :mod:`hmore.data.synthetic_body` for the body model.
+
+Ground truth, exact by construction (every part is drawn by inverse-mapping pixel centres into the
+part's local frame, where its shape and texture live):
+
+* **world flow** of each body pixel ``p`` of frame t (pixel (row i, col j) is the point x = j, y = i):
+  ``T_{t+1}(T_t^{-1}(p)) - p`` for the part on top of the depth order at ``p``; 0 off the body.
+  It is the image-space motion, so it includes the camera's pan and zoom (the subjects stand in the
+  scene the camera films) [ours].
+* **subject motion** ``v_s``: the mean displacement t -> t+1 of the torso joints (COCO 5, 6, 11, 12),
+  each weighted by ``c_t * c_{t+1}`` (their confidences in both frames); the plain mean if all four
+  weights are 0. Computed from the exact joints even when keypoint noise is on.
+* **local flow** ``= world flow - v_s`` of the pixel's subject (method.md), 0 off the body.
+* **occlusion** (t -> t+1): a body pixel of frame t whose destination ``p + flow``, rounded to the
+  nearest pixel, leaves the frame or shows another part (another limb or subject in front) in t+1.
+* **background flow**: the motion of the background layer (camera + distractors) at every pixel,
+  including those hidden behind subjects.
+* **keypoints**: the projected joints; confidence 1 when one of the joint's own parts is on top at
+  its pixel (and, for the face points, the face is turned toward the camera), a value drawn from
+  ``occluded_confidence`` when it is hidden, 0 outside the frame.
+
+Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed and config give identical
+arrays on every run (across machines, a vectorised ``sin`` may differ in the last bit and move a
+colour by one grey level; flows, masks and keypoints do not depend on it). :class:`SyntheticPairs`
+maps dataset indices to seeds in disjoint ranges per split (``SPLIT_SEED_OFFSET``).
+
+Known approximations [ours]:
+
+* Parts are flat sprites of a 3-D stick skeleton, ordered by the mean depth of their bone (painter's
+  algorithm per part, not a per-pixel z-buffer), so two crossing parts are wholly in front of or
+  behind each other. A ``turn`` narrows the torso by the silhouette width of an elliptic cylinder and
+  reorders the parts, but the texture does not wrap around the body (2-D approximation of a turn).
+* Part shapes are tapered capsules (a band whose half-width varies linearly along the bone, closed
+  by elliptic caps) and an ellipse for the head; no hands or feet.
+* The flow is image-space motion, camera included; "occluded in t+1" rounds the destination to the
+  nearest pixel, so part edges can flip either way by one pixel.
+* Colours are rounded to uint8 after bilinear background resampling; the textures are smooth
+  (periods >= 9 px) so that bilinear warping by the true flow reproduces them to ~1 grey level.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from . import synthetic_body as body
+
+__all__ = [
+    "SyntheticConfig", "Clip", "render_clip", "render_pair", "SyntheticPairs",
+    "SPLIT_SEED_OFFSET", "SPLIT_SEED_SPAN", "MOTIONS", "TORSO_JOINTS", "subject_motion_from_keypoints",
+]
+
+MOTIONS = body.MOTIONS
+TORSO_JOINTS = (5, 6, 11, 12)  # COCO left/right shoulder, left/right hip
+# Seeds of split s are SPLIT_SEED_OFFSET[s] + seed_base + index, with seed_base + length <= SPAN.
+SPLIT_SEED_SPAN = 1 << 40
+SPLIT_SEED_OFFSET = {"train": 0, "val": 1 * SPLIT_SEED_SPAN, "test": 2 * SPLIT_SEED_SPAN}
+DISTRACTOR_KEY0 = 1000  # part-id map values >= this are background distractors
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """What the generator draws. Speeds are in pixels per frame at 256 px frame height and scale with
+    the frame height (so a config means the same motion at every resolution).
+
+    height, width: frame size (>= 32).
+    num_subjects: an int, or (min, max) drawn per sample; arrays are sized for max (absent subjects
+        have zero keypoints, confidences and motion).
+    motions: the motions drawn from (uniformly per subject), a non-empty subset of MOTIONS.
+    background_motion: camera pan/zoom and swaying distractors; False gives a static background.
+    max_speed: subject translation bound (px/frame); walk/run move at the speed of their gait (no
+        foot sliding) up to this bound, the other motions drift at up to 10-20 % of it.
+    max_pan: camera pan bound (px/frame); max_zoom: zoom rate bound (relative change per frame).
+    num_distractors: (min, max) swaying shapes in the background (0 allowed).
+    max_sway: distractor sway amplitude (radians).
+    subject_height: (min, max) standing height as a fraction of the frame height.
+    time_step: frames of motion time per rendered frame (> 1 gives larger displacements).
+    keypoint_noise: std (px) of Gaussian noise added to the emitted keypoints (0: exact).
+    occluded_confidence: (lo, hi) range of the confidence of an occluded joint.
+    markers: paint a small dark dot at the middle of every limb (for flow checks; off for training).
+    """
+
+    height: int = 256
+    width: int = 256
+    num_subjects: int | tuple[int, int] = 1
+    motions: tuple[str, ...] = MOTIONS
+    background_motion: bool = True
+    max_speed: float = 8.0
+    max_pan: float = 2.0
+    max_zoom: float = 0.01
+    num_distractors: tuple[int, int] = (1, 3)
+    max_sway: float = 0.08
+    subject_height: tuple[float, float] = (0.5, 0.8)
+    time_step: float = 1.0
+    keypoint_noise: float = 0.0
+    occluded_confidence: tuple[float, float] = (0.3, 0.6)
+    markers: bool = False
+
+    def __post_init__(self):
+        # lists are accepted where tuples are documented (JSON/YAML configs give lists); stored as
+        # tuples so the config stays hashable
+        for name in ("num_subjects", "motions", "num_distractors", "subject_height", "occluded_confidence"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+        def bad(name, expect):
+            raise ValueError(f"SyntheticConfig.{name}: expected {expect}, got {getattr(self, name)!r}")
+
+        def is_int(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ("height", "width"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 32:
+                bad(name, "an int >= 32")
+        ns = self.num_subjects
+        if is_int(ns):
+            if not 1 <= ns <= 8:
+                bad("num_subjects", "an int in [1, 8] or a (min, max) pair")
+        elif not (isinstance(ns, tuple) and len(ns) == 2 and all(is_int(v) for v in ns) and 0 <= ns[0] <= ns[1] <= 8
+                  and ns[1] >= 1):
+            bad("num_subjects", "an int in [1, 8] or a (min, max) pair with 0 <= min <= max <= 8, max >= 1")
+        if not (isinstance(self.motions, tuple) and self.motions and all(m in MOTIONS for m in self.motions)):
+            bad("motions", f"a non-empty tuple of {MOTIONS}")
+        if not isinstance(self.background_motion, bool):
+            bad("background_motion", "a bool")
+        if not isinstance(self.markers, bool):
+            bad("markers", "a bool")
+        for name, hi in (("max_speed", 20.0), ("max_pan", 20.0), ("max_zoom", 0.1), ("max_sway", 0.5),
+                         ("keypoint_noise", 20.0)):
+            v = getattr(self, name)
+            if not is_num(v) or not 0 <= v <= hi:
+                bad(name, f"a number in [0, {hi}]")
+        if not is_num(self.time_step) or not 0 < self.time_step <= 8:
+            bad("time_step", "a number in (0, 8]")
+        nd = self.num_distractors
+        if not (isinstance(nd, tuple) and len(nd) == 2 and all(is_int(v) for v in nd) and 0 <= nd[0] <= nd[1] <= 16):
+            bad("num_distractors", "a (min, max) pair of ints with 0 <= min <= max <= 16")
+        for name, lo, hi in (("subject_height", 0.1, 1.0), ("occluded_confidence", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, tuple) and len(v) == 2 and all(is_num(x) for x in v) and lo <= v[0] <= v[1] <= hi):
+                bad(name, f"a (min, max) pair with {lo} <= min <= max <= {hi}")
+
+    @property
+    def subject_range(self) -> tuple[int, int]:
+        ns = self.num_subjects
+        return (int(ns), int(ns)) if not isinstance(ns, tuple) else (int(ns[0]), int(ns[1]))
+
+    @property
+    def max_subjects(self) -> int:
+        return self.subject_range[1]
+
+
+@dataclass
+class Clip:
+    """T rendered frames with exact ground truth (numpy arrays). P = config.max_subjects.
+
+    frames:          [T, H, W, 3] uint8 RGB.
+    masks:           [T, H, W] bool, union of the subjects' pixels.
+    instances:       [T, H, W] int16, 0 background, k = subject k (1-based).
+    parts:           [T, H, W] int16, part on top: 0 background, (k-1)*16 + part + 1 for part
+                     `synthetic_body.PART_NAMES[part]` of subject k, >= 1000 distractors.
+    keypoints:       [T, P, 17, 2] float32 (x, y) pixels, COCO-17 order (hmore_kernels.layouts.COCO17).
+    confidences:     [T, P, 17] float32 in [0, 1]: 1 visible, occluded_confidence range when hidden,
+                     0 outside the frame or for an absent subject.
+    world_flow:      [T-1, H, W, 2] float32, forward flow t -> t+1 (x, y) of every body pixel of frame t,
+                     0 off the body.
+    local_flow:      [T-1, H, W, 2] float32, world_flow - v_s of the pixel's subject, 0 off the body.
+    subject_motion:  [T-1, P, 2] float32, v_s per subject (0 for an absent subject).
+    background_flow: [T-1, H, W, 2] float32, motion of the background layer at every pixel.
+    occlusion:       [T-1, H, W] bool, body pixels of frame t hidden or out of frame in t+1.
+    meta:            dict: seed, num_frames, num_subjects, motions (per subject), config (as a dict).
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    instances: np.ndarray
+    parts: np.ndarray
+    keypoints: np.ndarray
+    confidences: np.ndarray
+    world_flow: np.ndarray
+    local_flow: np.ndarray
+    subject_motion: np.ndarray
+    background_flow: np.ndarray
+    occlusion: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def subject_motion_from_keypoints(k0: np.ndarray, k1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """v_s [..., 2] from keypoints [..., 17, 2] and confidences [..., 17] of two frames (see module doc)."""
+    d = (k1[..., TORSO_JOINTS, :] - k0[..., TORSO_JOINTS, :]).astype(np.float64)
+    w = (c0[..., TORSO_JOINTS] * c1[..., TORSO_JOINTS]).astype(np.float64)
+    sw = w.sum(-1, keepdims=True)
+    weighted = (w[..., None] * d).sum(-2) / np.where(sw > 0, sw, 1.0)
+    return np.where(sw > 0, weighted, d.mean(-2)).astype(np.float32)
+
+
+# ---- drawing -------------------------------------------------------------------------------------
+class _Canvas:
+    """One frame being composed: colour, part ids, subject ids, and (optionally) the flow of what is
+    on top."""
+
+    def __init__(self, rgb: np.ndarray, parts: np.ndarray, instances: np.ndarray, flow: np.ndarray | None):
+        self.rgb, self.parts, self.instances, self.flow = rgb, parts, instances, flow
+        H, W = parts.shape
+        self.xs = np.arange(W, dtype=np.float32)
+        self.ys = np.arange(H, dtype=np.float32)
+
+
+def _texture(sp: body.Sprite, u: np.ndarray, v: np.ndarray, rel2: np.ndarray, markers: bool,
+             X: np.ndarray, Y: np.ndarray, inv: tuple) -> np.ndarray:
+    """Colour [h, w, 3] float32 of sprite ``sp`` at local coordinates (u, v), offset by +0.5 and
+    clipped so that truncation to uint8 rounds; ``rel2`` = (|v| / half-width)^2. X [1, w], Y [h, 1]
+    are the pixel coordinates and ``inv`` = (i00, i01, cu, i10, i11, cv) the map u = i00 X + i01 Y + cu,
+    v = i10 X + i11 Y + cv: anything affine in (u, v) is computed as a row plus a column (one
+    full-size operation instead of four).
+
+    colour = shade * ((1 - w) * (base + sum_i sin(k_i . (u, v) + phase_i) * col_i) + w * ramp_col),
+    with w a linear ramp along u (sleeve/trouser ends, hair) and shade = 1 - s * min(rel2, 1)
+    (cylindrical shading across the part). Written as per-pixel weights [h, w, K] times a K x 3 colour
+    matrix, so the three channels come out of one matrix product.
+    """
+    f32 = np.float32
+    tex = sp.tex
+    pattern, ramp = tex["pattern"] or (), tex["ramp"]
+    K = 1 + len(pattern) + (ramp is not None)
+    feats = np.empty(u.shape + (K,), np.float32)
+    cols = np.empty((K, 3), np.float32)
+    shade = f32(1.0) - f32(tex["shade"]) * np.minimum(rel2, f32(1.0))
+    if ramp is not None:
+        _, start, width, col = ramp
+        # np.minimum/np.maximum: np.clip's Python wrapper costs more than the work on these arrays
+        i00, i01, cu, _, _, _ = inv
+        g = 1.0 / width
+        w = f32(g * i00) * X + (f32(g * i01) * Y + f32(g * (cu - start)))
+        w = np.minimum(np.maximum(w, f32(0.0)), f32(1.0))
+        ws = w * shade
+        feats[..., K - 1] = ws
+        cols[K - 1] = col
+        shade = shade - ws  # (1 - w) * shade multiplies the garment terms
+    feats[..., 0] = shade
+    cols[0] = tex["base"]
+    i00, i01, cu, i10, i11, cv = inv
+    for i, (kx, ky, ph, col) in enumerate(pattern):
+        phase = f32(kx * i00 + ky * i10) * X + (f32(kx * i01 + ky * i11) * Y + f32(kx * cu + ky * cv + ph))
+        np.multiply(np.sin(phase, out=phase), shade, out=feats[..., 1 + i])
+        cols[1 + i] = col
+    rgb = feats @ cols
+    if markers and sp.shape == "capsule":
+        # a dot of radius 0.6 * r at the middle of the part; subtractive so that the difference with
+        # an unmarked render is the dot's weight alone
+        R = 0.6 * min(sp.r0, sp.r1)
+        d2 = ((u - f32(sp.length / 2)) ** 2 + v * v) * f32(1.0 / (R * R))
+        rgb -= (f32(60.0) * np.maximum(f32(1.0) - d2, f32(0.0)))[..., None]
+        # bases and amplitudes keep unmarked colours within [10, 250] (see make_appearance and
+        # _distractor_params), so only a marker can leave the uint8 range
+        np.maximum(rgb, f32(0.0), out=rgb)
+        np.minimum(rgb, f32(255.0), out=rgb)
+    rgb += f32(0.5)  # truncation to uint8 then rounds to nearest
+    return rgb
+
+
+def _draw(cv: _Canvas, sp: body.Sprite, nxt: body.Sprite | None, markers: bool = False) -> None:
+    """Paint sprite ``sp`` over the canvas; where it lands, write its id and (if ``nxt``, the same part
+    one frame later, is given) its exact flow ``A' A^-1 (p - b) + b' - p``.
+
+    Capsule shape: with t = clip(u / L, 0, 1) and r(t) = r0 + (r1 - r0) t, the points with
+    ((u - t L) / cap)^2 + v^2 <= r(t)^2 -- a band of half-width r(u/L) along the bone closed by
+    elliptic caps (semi-axes cap*r, r) at the ends.
+    """
+    H, W = cv.parts.shape
+    (a00, a01), (a10, a11) = sp.A.tolist()
+    b0, b1 = sp.b.tolist()
+    if sp.shape == "capsule":
+        # union of the boxes of the two end caps (a capsule's box; tighter than its rotated rectangle's)
+        g = max(math.hypot(a00, a10) * sp.cap, math.hypot(a01, a11))
+        ex0, ex1 = b0 + a00 * sp.length, b1 + a10 * sp.length
+        ra, rb = g * sp.r0, g * sp.r1
+        xlo, xhi = min(b0 - ra, ex0 - rb), max(b0 + ra, ex0 + rb)
+        ylo, yhi = min(b1 - ra, ex1 - rb), max(b1 + ra, ex1 + rb)
+    else:
+        ex, ey = abs(a00) * sp.r0 + abs(a01) * sp.r1, abs(a10) * sp.r0 + abs(a11) * sp.r1
+        xlo, xhi, ylo, yhi = b0 - ex, b0 + ex, b1 - ey, b1 + ey
+    x0, x1 = max(int(math.floor(xlo)), 0), min(int(math.ceil(xhi)) + 1, W)
+    y0, y1 = max(int(math.floor(ylo)), 0), min(int(math.ceil(yhi)) + 1, H)
+    if x0 >= x1 or y0 >= y1:
+        return
+    det = a00 * a11 - a01 * a10
+    if abs(det) < 1e-9:
+        return
+    f32 = np.float32
+    i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+    X = cv.xs[x0:x1][None, :]
+    Y = cv.ys[y0:y1][:, None]
+    cu, cv_ = -(i00 * b0 + i01 * b1), -(i10 * b0 + i11 * b1)
+    u = f32(i00) * X + (f32(i01) * Y + f32(cu))
+    v = f32(i10) * X + (f32(i11) * Y + f32(cv_))
+    v2 = v * v
+    if sp.shape == "capsule":
+        L = sp.length
+        t = np.minimum(np.maximum(u, f32(0.0)), f32(L))  # t * L
+        du = u - t
+        if sp.cap != 1.0:
+            du *= f32(1.0 / sp.cap)
+        r = f32(sp.r0) + f32((sp.r1 - sp.r0) / L) * t
+        r2 = r * r
+        inside = du * du + v2 <= r2
+        rel2 = v2 / r2
+    else:
+        rel2 = (u * f32(1.0 / sp.r0)) ** 2 + v2 * f32(1.0 / (sp.r1 * sp.r1))
+        inside = rel2 <= 1.0
+    if not inside.any():
+        return
+    rgb = _texture(sp, u, v, rel2, markers, X, Y, (i00, i01, cu, i10, i11, cv_))
+    # cv2.copyTo writes through the ROI view in place, ~5x faster than np.copyto with a mask
+    # broadcast over the channels
+    cv2.copyTo(rgb.astype(np.uint8), inside.view(np.uint8), cv.rgb[y0:y1, x0:x1])
+    np.copyto(cv.parts[y0:y1, x0:x1], np.int16(sp.key), where=inside)
+    # a distractor (subject 0) is drawn before every subject, so writing 0 there is a no-op
+    if sp.subject:
+        np.copyto(cv.instances[y0:y1, x0:x1], np.int16(sp.subject), where=inside)
+    if nxt is not None and cv.flow is not None:
+        # flow = (A' - A) A^-1 (p - b) + (b' - b): exactly 0 for a part that does not move
+        D = (nxt.A - sp.A) @ np.array([[i00, i01], [i10, i11]])
+        c = (nxt.b - sp.b) - D @ sp.b
+        fx = f32(D[0, 0]) * X + (f32(D[0, 1]) * Y + f32(c[0]))
+        fy = f32(D[1, 0]) * X + (f32(D[1, 1]) * Y + f32(c[1]))
+        np.copyto(cv.flow[y0:y1, x0:x1, 0], fx, where=inside)
+        np.copyto(cv.flow[y0:y1, x0:x1, 1], fy, where=inside)
+
+
+# ---- background ----------------------------------------------------------------------------------
+# The background texture is built at 1/BG_STEP resolution and upsampled by the camera warp itself
+# (bicubic, so the picture is C1-smooth and bilinear resampling of it is accurate): ~20x cheaper than
+# drawing it at full resolution, with features >= ~3 * BG_STEP px.
+BG_STEP = 2
+BG_INTERP = cv2.INTER_LINEAR
+
+
+def _background_texture(rng, h: int, w: int) -> np.ndarray:
+    """[h, w, 3] uint8 smooth procedural texture (texel spacing BG_STEP px): colour noise at three
+    scales (mostly in brightness) plus stripes.
+
+    The noise octaves are summed on a grid of FINE texels and brought to full size by one bicubic
+    resize (three full-size resizes cost ~3x more for the same look).
+    """
+    f32 = np.float32
+    fine = 5
+    fh, fw = h // fine + 4, w // fine + 4
+    acc = np.zeros((fh, fw, 3), np.float32)
+    for cell, amp in ((5, 40.0), (2, 25.0)):  # in fine texels
+        gh, gw = fh // cell + 2, fw // cell + 2
+        g = rng.standard_normal((gh, gw, 1)).astype(np.float32) * f32(amp)
+        g = g + rng.standard_normal((gh, gw, 3)).astype(np.float32) * f32(0.4 * amp)
+        acc += cv2.resize(g, (gw * cell, gh * cell), interpolation=cv2.INTER_CUBIC)[:fh, :fw]
+    g = rng.standard_normal((fh, fw, 1)).astype(np.float32) * f32(14.0)
+    acc += g + rng.standard_normal((fh, fw, 3)).astype(np.float32) * f32(5.6)
+    acc += rng.uniform(70, 180, 3).astype(np.float32)
+    out = cv2.resize(acc, (fw * fine, fh * fine), interpolation=cv2.INTER_CUBIC)[fine:fine + h, fine:fine + w]
+    # stripes sin(kx x + ky y + ph), separable: sin(a + b) = sin a cos b + cos a sin b
+    period, ang = rng.uniform(14, 40) / BG_STEP, rng.uniform(0, math.pi)
+    k = 2 * math.pi / period
+    ax = np.arange(w, dtype=np.float32) * f32(k * math.cos(ang)) + f32(rng.uniform(0, 2 * math.pi))
+    by = np.arange(h, dtype=np.float32) * f32(k * math.sin(ang))
+    stripes = np.sin(by)[:, None] * np.cos(ax)[None, :] + np.cos(by)[:, None] * np.sin(ax)[None, :]
+    out += stripes[..., None] * rng.uniform(-20, 20, 3).astype(np.float32)
+    return np.clip(out + f32(0.5), 0, 255).astype(np.uint8)
+
+
+def _distractor_params(rng, cfg: SyntheticConfig, margin: float) -> list[dict]:
+    H, W = cfg.height, cfg.width
+    lo, hi = cfg.num_distractors
+    out = []
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        length = rng.uniform(0.15, 0.45) * H
+        out.append({
+            "pivot": np.array([rng.uniform(-0.1, 1.1) * W, rng.uniform(0.3, 1.1) * H]),
+            "angle": rng.uniform(-math.pi, 0.0),  # pointing upward-ish from the pivot, like a plant or a flag
+            "sway": rng.uniform(0.3, 1.0) * cfg.max_sway if cfg.background_motion else 0.0,
+            "period": rng.uniform(10, 40), "phase": rng.uniform(0, 2 * math.pi),
+            "shape": "capsule" if rng.random() < 0.6 else "ellipse",
+            "length": length, "r0": rng.uniform(0.03, 0.08) * H, "r1": rng.uniform(0.02, 0.1) * H,
+            "tex": {"base": rng.uniform(70, 190, 3), "pattern": body._pattern(rng, 30.0),
+                    "shade": rng.uniform(0.0, 0.3), "ramp": None},
+        })
+    return out
+
+
+def _distractor_sprite(i: int, d: dict, tau: float, camera) -> body.Sprite:
+    z, e = camera
+    a = d["angle"] + d["sway"] * math.sin(2 * math.pi * tau / d["period"] + d["phase"])
+    R = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    if d["shape"] == "capsule":
+        return body.Sprite(DISTRACTOR_KEY0 + i, z * R, z * d["pivot"] + e, "capsule", d["length"],
+                           d["r0"], d["r1"], 1.0, d["tex"], -1e9 + i, 0)
+    # an ellipse swinging about a pivot at one end of its long axis
+    c = d["pivot"] + R @ np.array([d["length"] / 2, 0.0])
+    return body.Sprite(DISTRACTOR_KEY0 + i, z * R, z * c + e, "ellipse", 0.0, d["length"] / 2, d["r1"],
+                       0.0, d["tex"], -1e9 + i, 0)
+
+
+# ---- the clip ------------------------------------------------------------------------------------
+def _subject_params(rng, cfg: SyntheticConfig, n: int) -> list[dict]:
+    H, W = cfg.height, cfg.width
+    v_scale = H / 256.0
+    subs = []
+    for k in range(n):
+        pr = body.make_proportions(rng)
+        app = body.make_appearance(rng)
+        kind = str(rng.choice(cfg.motions))
+        hfrac = rng.uniform(*cfg.subject_height)
+        scale = hfrac * H / body.standing_height(pr)
+        leg = (pr["thigh"] + pr["shin"]) * scale
+        mot = body.make_motion(rng, kind, cfg.max_speed * v_scale, leg)
+        feet = rng.uniform(0.75, 0.97) * H
+        root = np.array([rng.uniform(0.2, 0.8) * W, feet - leg])
+        subs.append({"pr": pr, "app": app, "motion": mot, "scale": scale, "root": root,
+                     "depth": 1e6 * (k + 1), "kind": kind})
+    return subs
+
+
+def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticConfig()) -> Clip:
+    """Render ``num_frames`` (>= 2) consecutive frames with their ground truth; see :class:`Clip`.
+
+    Deterministic: the same (seed, num_frames, config) gives identical arrays. A clip starts at a
+    random phase of each subject's motion; frame k shows motion time ``t0 + k * config.time_step``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"render_clip: seed must be a non-negative int, got {seed!r}")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 2:
+        raise ValueError(f"render_clip: num_frames must be an int >= 2, got {num_frames!r}")
+    if not isinstance(config, SyntheticConfig):
+        raise TypeError(f"render_clip: config must be a SyntheticConfig, got {type(config).__name__}")
+    cfg = config
+    T, H, W = int(num_frames), cfg.height, cfg.width
+    P = cfg.max_subjects
+    rng = np.random.default_rng(int(seed))
+    v_scale = H / 256.0
+
+    # camera: scene point S -> image z_t * (S - c) + c + pan_t  (zoom about the frame centre)
+    centre = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    if cfg.background_motion:
+        ang = rng.uniform(0, 2 * math.pi)
+        pan_v = rng.uniform(0, cfg.max_pan * v_scale) * np.array([math.cos(ang), math.sin(ang)])
+        zoom_r = rng.uniform(-cfg.max_zoom, cfg.max_zoom)
+        # a long clip keeps its total zoom within [1/2, 2] (else the texture behind a zoom-out grows
+        # without bound)
+        lim = math.expm1(math.log(2.0) / max((T - 1) * cfg.time_step, 1e-9))
+        zoom_r = max(-lim / (1.0 + lim), min(zoom_r, lim))
+    else:
+        pan_v, zoom_r = np.zeros(2), 0.0
+    step = cfg.time_step
+    cams = []
+    for k in range(T):
+        z = (1.0 + zoom_r) ** (k * step)
+        cams.append((z, (1.0 - z) * centre + pan_v * (k * step)))
+    # the background texture covers every scene point any frame shows
+    span = [np.stack([(np.array(p) - e) / z for p in ((0, 0), (W - 1, H - 1))]) for z, e in cams]
+    lo = np.floor(np.min([s.min(0) for s in span], 0)) - 4
+    hi = np.ceil(np.max([s.max(0) for s in span], 0)) + 4
+    tw, th = int(hi[0] - lo[0]) // BG_STEP + 3, int(hi[1] - lo[1]) // BG_STEP + 3
+    tex = _background_texture(rng, th, tw)
+    distractors = _distractor_params(rng, cfg, 0.0)
+
+    lo_n, hi_n = cfg.subject_range
+    n_sub = int(rng.integers(lo_n, hi_n + 1))
+    subs = _subject_params(rng, cfg, n_sub)
+    t0 = rng.uniform(0, 100.0)
+    occl_conf = rng.uniform(*cfg.occluded_confidence, size=(T, P, 17)).astype(np.float32)
+    kp_noise = rng.standard_normal((T, P, 17, 2)).astype(np.float32) * np.float32(cfg.keypoint_noise)
+
+    # per frame: sprites (background distractors, then subjects) and joints
+    sprites, joints, jdepth = [], np.zeros((T, P, 17, 2)), np.zeros((T, P, 20))
+    head_depth = np.zeros((T, P))
+    for k in range(T):
+        tau = t0 + k * step
+        spr = [_distractor_sprite(i, d, tau, cams[k]) for i, d in enumerate(distractors)]
+        for si, s in enumerate(subs):
+            p = body.pose(s["motion"], tau)
+            root = s["root"] + s["motion"]["vel"] * (k * step)
+            root = root + np.array([0.0, p["dy"] * s["scale"]])
+            ss, kp, dep, _ = body.subject_sprites(si + 1, s["pr"], s["app"], p, root, s["scale"], cams[k], s["depth"])
+            spr += ss
+            joints[k, si] = kp
+            jdepth[k, si] = dep
+        spr.sort(key=lambda sp: sp.depth)
+        sprites.append(spr)
+
+    frames = np.empty((T, H, W, 3), np.uint8)
+    parts = np.zeros((T, H, W), np.int16)
+    instances = np.zeros((T, H, W), np.int16)
+    world = np.zeros((T - 1, H, W, 2), np.float32)
+    bg_flow = np.empty((T - 1, H, W, 2), np.float32)  # every pixel written below
+    xs = np.arange(W, dtype=np.float32)[None, :]
+    ys = np.arange(H, dtype=np.float32)[:, None]
+    for k in range(T):
+        z, e = cams[k]
+        # texel (col, row) holds scene point lo + BG_STEP * (col, row)
+        zs = z * BG_STEP
+        Mw = np.array([[zs, 0.0, z * lo[0] + e[0]], [0.0, zs, z * lo[1] + e[1]]])
+        rgb = frames[k]
+        cv2.warpAffine(tex, Mw, (W, H), dst=rgb, flags=BG_INTERP, borderMode=cv2.BORDER_REFLECT101)
+        last = k == T - 1
+        nxt = None if last else {sp.key: sp for sp in sprites[k + 1]}
+        if not last:
+            z1, e1 = cams[k + 1]
+            r = z1 / z
+            bf = bg_flow[k]
+            bf[..., 0] = np.float32(r - 1.0) * xs + np.float32(e1[0] - r * e[0])
+            bf[..., 1] = np.float32(r - 1.0) * ys + np.float32(e1[1] - r * e[1])
+        cv = _Canvas(rgb, parts[k], instances[k], None if last else bg_flow[k])
+        for sp in sprites[k]:
+            if sp.subject == 0:
+                _draw(cv, sp, None if last else nxt[sp.key], cfg.markers)
+        if not last:
+            cv.flow = world[k]
+        for sp in sprites[k]:
+            if sp.subject > 0:
+                _draw(cv, sp, None if last else nxt[sp.key], cfg.markers)
+
+    masks = instances > 0
+
+    # keypoint visibility and confidences
+    conf = np.zeros((T, P, 17), np.float32)
+    if n_sub:
+        jx, jy = joints[:, :n_sub, :, 0], joints[:, :n_sub, :, 1]  # [T, n, 17]
+        inb = (jx >= -0.5) & (jx < W - 0.5) & (jy >= -0.5) & (jy < H - 0.5)
+        ri = np.clip(np.rint(jy), 0, H - 1).astype(np.intp)
+        rj = np.clip(np.rint(jx), 0, W - 1).astype(np.intp)
+        top = parts[np.arange(T)[:, None, None], ri, rj].astype(np.int64)
+        top -= (np.arange(n_sub) * body.PARTS_PER_SUBJECT + 1)[None, :, None]  # part index of that subject
+        ok = (top >= 0) & (top < body.PARTS_PER_SUBJECT)
+        visible = ok & body.OWNS[np.arange(17)[None, None, :], np.where(ok, top, 0)]
+        # shoulders/hips behind the torso's mid-plane are not seen through the torso
+        torso_d = 0.5 * (jdepth[:, :n_sub, body.PELVIS] + jdepth[:, :n_sub, body.NECK])[..., None]
+        behind = np.zeros((T, n_sub, 17), bool)
+        behind[..., list(TORSO_JOINTS)] = jdepth[:, :n_sub, list(TORSO_JOINTS)] < torso_d - 1e-6
+        visible &= ~(behind & (top == body.TORSO))
+        # face points on the far side of the head
+        visible[..., :5] &= jdepth[:, :n_sub, :5] >= jdepth[:, :n_sub, body.HEAD][..., None]
+        conf[:, :n_sub] = np.where(inb, np.where(visible, np.float32(1.0), occl_conf[:, :n_sub]), np.float32(0.0))
+
+    vs = np.zeros((T - 1, P, 2), np.float32)
+    if n_sub:
+        vs[:, :n_sub] = subject_motion_from_keypoints(joints[:-1, :n_sub], joints[1:, :n_sub],
+                                                      conf[:-1, :n_sub], conf[1:, :n_sub])
+    local = np.empty_like(world)  # every pixel written below
+    occlusion = np.zeros((T - 1, H, W), bool)
+    for k in range(T - 1):
+        inst = instances[k]
+        m = masks[k]
+        # world flow is 0 off the body, so local = world - v_s[instance] with v_s[0] = 0; per channel,
+        # because a mask broadcast against a trailing axis of 2 is ~7x slower in NumPy
+        for c in range(2):
+            lut = np.zeros(P + 1, np.float32)
+            lut[1:] = vs[k, :, c]
+            vmap = np.take(lut, inst) if n_sub > 1 else m * lut[1]
+            np.subtract(world[k, ..., c], vmap, out=local[k, ..., c])
+        ii, jj = np.nonzero(m)
+        qx = jj + world[k, ii, jj, 0]
+        qy = ii + world[k, ii, jj, 1]
+        qj, qi = np.rint(qx).astype(np.int64), np.rint(qy).astype(np.int64)
+        inb = (qj >= 0) & (qj < W) & (qi >= 0) & (qi < H)
+        occ = ~inb
+        occ[inb] = parts[k + 1, qi[inb], qj[inb]] != parts[k, ii[inb], jj[inb]]
+        occlusion[k, ii, jj] = occ
+
+    keypoints = joints.astype(np.float32)
+    keypoints[:, n_sub:] = 0.0
+    if cfg.keypoint_noise > 0:
+        keypoints[:, :n_sub] += kp_noise[:, :n_sub]
+    meta = {
+        "seed": int(seed), "num_frames": T, "num_subjects": n_sub,
+        "motions": [s["kind"] for s in subs], "t0": t0,
+        "camera": {"pan": pan_v.tolist(), "zoom_rate": zoom_r}, "num_distractors": len(distractors),
+        "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+    }
+    return Clip(frames, masks, instances, parts, keypoints, conf, world, local, vs, bg_flow, occlusion, meta)
+
+
+def render_pair(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Clip:
+    """A :class:`Clip` of two frames (T = 2): the unit of training."""
+    return render_clip(seed, 2, config)
+
+
+# ---- torch dataset -------------------------------------------------------------------------------
+def _torch():
+    import torch
+
+    return torch
+
+
+try:
+    from torch.utils.data import Dataset as _Dataset
+except ImportError:  # pragma: no cover - torch is a hard dependency of the project
+    _Dataset = object
+
+
+class SyntheticPairs(_Dataset):
+    """Frame pairs rendered on the fly: ``dataset[i]`` is the pair of seed
+    ``SPLIT_SEED_OFFSET[split] + seed_base + i`` (disjoint ranges per split; deterministic per index).
+
+    Args:
+        split: "train", "val" or "test".
+        length: number of pairs (>= 0); seed_base + length <= SPLIT_SEED_SPAN.
+        config: :class:`SyntheticConfig`.
+        seed_base: first seed within the split's range (>= 0).
+
+    Items are dicts of torch tensors (P = config.max_subjects):
+        frame0, frame1 [3, H, W] float32 in [0, 1]; keypoints0/1 [P, 17, 2] float32;
+        conf0/1 [P, 17] float32; mask0, mask1 [1, H, W] bool; world_flow, local_flow [2, H, W] float32;
+        subject_motion [P, 2] float32; flow_valid [1, H, W] bool (body pixels of frame 0);
+        occlusion [1, H, W] bool; background_flow [2, H, W] float32; instances0 [1, H, W] int64;
+        seed: int64 scalar.
+    """
+
+    def __init__(self, split: str = "train", length: int = 10000, config: SyntheticConfig = SyntheticConfig(),
+                 seed_base: int = 0):
+        if split not in SPLIT_SEED_OFFSET:
+            raise ValueError(f"SyntheticPairs: split must be one of {tuple(SPLIT_SEED_OFFSET)}, got {split!r}")
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+            raise ValueError(f"SyntheticPairs: length must be an int >= 0, got {length!r}")
+        if isinstance(seed_base, bool) or not isinstance(seed_base, (int, np.integer)) or seed_base < 0:
+            raise ValueError(f"SyntheticPairs: seed_base must be an int >= 0, got {seed_base!r}")
+        if seed_base + length > SPLIT_SEED_SPAN:
+            raise ValueError(f"SyntheticPairs: seed_base + length must be <= {SPLIT_SEED_SPAN}, got {seed_base + length}")
+        if not isinstance(config, SyntheticConfig):
+            raise TypeError(f"SyntheticPairs: config must be a SyntheticConfig, got {type(config).__name__}")
+        self.split, self.length, self.config, self.seed_base = split, int(length), config, int(seed_base)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def seed(self, index: int) -> int:
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"SyntheticPairs: index {index} out of range for length {self.length}")
+        return SPLIT_SEED_OFFSET[self.split] + self.seed_base + int(index)
+
+    def __getitem__(self, index: int) -> dict:
+        torch = _torch()
+        seed = self.seed(index)
+        c = render_pair(seed, self.config)
+        t = torch.from_numpy
+        fr = t(c.frames).permute(0, 3, 1, 2).float().div_(255.0)
+        return {
+            "frame0": fr[0].contiguous(), "frame1": fr[1].contiguous(),
+            "keypoints0": t(c.keypoints[0]), "keypoints1": t(c.keypoints[1]),
+            "conf0": t(c.confidences[0]), "conf1": t(c.confidences[1]),
+            "mask0": t(c.masks[0:1]), "mask1": t(c.masks[1:2]),
+            "world_flow": t(c.world_flow[0]).permute(2, 0, 1).contiguous(),
+            "local_flow": t(c.local_flow[0]).permute(2, 0, 1).contiguous(),
+            "subject_motion": t(c.subject_motion[0]),
+            "flow_valid": t(c.masks[0:1]).clone(),
+            "occlusion": t(c.occlusion[0:1]),
+            "background_flow": t(c.background_flow[0]).permute(2, 0, 1).contiguous(),
+            "instances0": t(c.instances[0:1].astype(np.int64)),
+            "seed": torch.tensor(seed, dtype=torch.int64),
+        }
