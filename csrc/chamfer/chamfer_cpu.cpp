@@ -7,10 +7,13 @@
 // kYTile points that stay in L1. For one x point the tile's distances are written to a small buffer while
 // the running minimum is kept; the first index attaining a strictly smaller minimum is then searched in
 // that buffer only, so ties go to the lowest index without an argmin in the hot loop.
-// chamfer_distance does both directions in that one pass: every tile of distances also updates per-thread
-// column minima of y (lexicographic (distance, index) minimum, so the order in which a thread sees its
-// tasks does not matter); the per-thread minima are then merged with the same rule, which is commutative
-// and associative: the result does not depend on the number of threads. Memory: O(points * threads).
+// chamfer_distance does both directions in that one pass: the tasks run in at most `threads` contiguous
+// chunks, and every tile of distances also updates the chunk's own column minima of y (a strictly smaller
+// distance replaces: x indices only increase within a chunk, so ties keep the lowest index); the chunks'
+// minima are then merged with the lexicographic (distance, index) rule, which is commutative and
+// associative, so the result does not depend on the number of threads. Memory: O(points * threads).
+// Measured on 2 cores at 8k x 8k: one pass 1.25x faster than running y -> x as a second pass
+// (HMORE_CHAMFER_CPU_TWO_PASS=1 selects that, for the benchmark's comparison).
 //
 // Backward: no atomics anywhere. The scatter of a point's gradient into its neighbour runs serially
 // within one batch element (batch elements in parallel), so results are bit-identical run to run;
@@ -120,11 +123,11 @@ inline void nn_point(const T* xp, int64_t xs, int32_t i, const T* yp, int64_t ys
         buf[j] = d;
         tmin = d < tmin ? d : tmin;
         if (Both) {
-          T* cbj = cb + j0 + j;
-          int32_t* cij = ci + j0 + j;
-          const bool lt = d < *cbj || (d == *cbj && i < *cij);
-          *cbj = lt ? d : *cbj;
-          *cij = lt ? i : *cij;
+          const T c = cb[j0 + j];
+          const int32_t k = ci[j0 + j];
+          const bool lt = d < c;  // strict: within one chunk x indices only increase (tie -> lowest)
+          cb[j0 + j] = lt ? d : c;
+          ci[j0 + j] = lt ? i : k;
         }
       }
     } else if (DC == 3) {
@@ -135,11 +138,11 @@ inline void nn_point(const T* xp, int64_t xs, int32_t i, const T* yp, int64_t ys
         buf[j] = d;
         tmin = d < tmin ? d : tmin;
         if (Both) {
-          T* cbj = cb + j0 + j;
-          int32_t* cij = ci + j0 + j;
-          const bool lt = d < *cbj || (d == *cbj && i < *cij);
-          *cbj = lt ? d : *cbj;
-          *cij = lt ? i : *cij;
+          const T c = cb[j0 + j];
+          const int32_t k = ci[j0 + j];
+          const bool lt = d < c;  // strict: within one chunk x indices only increase (tie -> lowest)
+          cb[j0 + j] = lt ? d : c;
+          ci[j0 + j] = lt ? i : k;
         }
       }
     } else {
@@ -160,9 +163,11 @@ inline void nn_point(const T* xp, int64_t xs, int32_t i, const T* yp, int64_t ys
         const T d = buf[j];
         tmin = d < tmin ? d : tmin;
         if (Both) {
-          const bool lt = d < cb[j0 + j] || (d == cb[j0 + j] && i < ci[j0 + j]);
-          cb[j0 + j] = lt ? d : cb[j0 + j];
-          ci[j0 + j] = lt ? i : ci[j0 + j];
+          const T c = cb[j0 + j];
+          const int32_t k = ci[j0 + j];
+          const bool lt = d < c;  // strict: within one chunk x indices only increase (tie -> lowest)
+          cb[j0 + j] = lt ? d : c;
+          ci[j0 + j] = lt ? i : k;
         }
       }
     }
@@ -180,29 +185,31 @@ inline void nn_point(const T* xp, int64_t xs, int32_t i, const T* yp, int64_t ys
 template <typename T, int DC, bool Both>
 void nn_all(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, int D, const std::vector<int64_t>& nxl,
             const std::vector<int64_t>& nyl, T* rbest, int32_t* ridx, T* cbest, int32_t* cidx) {
-  const int64_t ntx = (N + kXTile - 1) / kXTile;
-  const int nthreads = Both ? at::get_num_threads() : 1;
-  // Per-thread column minima: (inf, INT32_MAX) = unset.
+  const int64_t ntx = (N + kXTile - 1) / kXTile, ntask = B * ntx;
+  // About 1M distance evaluations per chunk at least, so tiny problems stay on one thread.
+  const int64_t work = std::max<int64_t>(1, kXTile * std::max<int64_t>(M, 1));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / work);
+  // The tasks run in nch contiguous chunks, each with its own column minima of y: within a chunk the x
+  // indices of a batch element only increase, so a strictly smaller distance replacing the column's best
+  // keeps the lowest index on ties with no extra comparison in the hot loop. Chunks are then merged with
+  // the lexicographic (distance, index) rule. Memory: nch * B * M (nch <= threads).
+  const int64_t nch = Both ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), ntask / grain)) : 1;
   std::vector<T> tcb;
   std::vector<int32_t> tci;
   if (Both) {
-    tcb.assign(size_t(nthreads) * B * M, std::numeric_limits<T>::infinity());
-    tci.assign(size_t(nthreads) * B * M, std::numeric_limits<int32_t>::max());
+    tcb.assign(size_t(nch) * B * M, std::numeric_limits<T>::infinity());
+    tci.assign(size_t(nch) * B * M, -1);
   }
-  // Grain: about 1M distance evaluations per task chunk, so tiny problems stay on one thread.
-  const int64_t work = std::max<int64_t>(1, kXTile * std::max<int64_t>(M, 1));
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / work);
-  at::parallel_for(0, B * ntx, grain, [&](int64_t t0, int64_t t1) {
+  auto run_tasks = [&](int64_t t0, int64_t t1, T* cbase, int32_t* cibase) {
     std::vector<T> buf(static_cast<size_t>(kYTile));
-    const int tid = Both ? std::min(at::get_thread_num(), nthreads - 1) : 0;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / ntx, i0 = (t - b * ntx) * kXTile;
       const int64_t nx = nxl[size_t(b)], ny = nyl[size_t(b)];
       const int64_t i1 = std::min(i0 + kXTile, nx);
       const T* xb = xs_ + b * D * N;
       const T* yb = ys_ + b * D * M;
-      T* cb = Both ? tcb.data() + (size_t(tid) * B + b) * M : nullptr;
-      int32_t* ci = Both ? tci.data() + (size_t(tid) * B + b) * M : nullptr;
+      T* cb = Both ? cbase + b * M : nullptr;
+      int32_t* ci = Both ? cibase + b * M : nullptr;
       for (int64_t i = i0; i < i1; ++i) {
         T best = std::numeric_limits<T>::infinity();
         int32_t bj = -1;
@@ -215,16 +222,20 @@ void nn_all(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, int D, 
         ridx[b * N + i] = -1;
       }
     }
+  };
+  if (!Both) {
+    at::parallel_for(0, ntask, grain, [&](int64_t t0, int64_t t1) { run_tasks(t0, t1, nullptr, nullptr); });
+    return;
+  }
+  at::parallel_for(0, nch, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      run_tasks(c * ntask / nch, (c + 1) * ntask / nch, tcb.data() + size_t(c) * B * M, tci.data() + size_t(c) * B * M);
   });
-  if (!Both) return;
   at::parallel_for(0, B * M, 4096, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
       T best = std::numeric_limits<T>::infinity();
       int64_t bi = -1;
-      for (int th = 0; th < nthreads; ++th) {
-        const int32_t c = tci[size_t(th) * B * M + e];
-        if (c != std::numeric_limits<int32_t>::max()) nn_merge<T>(tcb[size_t(th) * B * M + e], c, best, bi);
-      }
+      for (int64_t c = 0; c < nch; ++c) nn_merge<T>(tcb[size_t(c) * B * M + e], tci[size_t(c) * B * M + e], best, bi);
       cbest[e] = bi < 0 ? T(0) : best;
       cidx[e] = static_cast<int32_t>(bi);
     }
