@@ -52,7 +52,9 @@ from triton.language.extra import libdevice
 from . import edges as _edges  # noqa: F401  (registers torch.ops.hmore_triton.distance_transform)
 from ._common import INTERPRET, op_decorator
 
-# The C++ schemas (csrc/chamfer/chamfer.cpp), verbatim.
+# The C++ schemas (csrc/chamfer/chamfer.cpp), verbatim. (On a GPU triton_op infers the schema from the
+# annotations, and torch.library cannot express a list default: there patch_centroid_chamfer's
+# patch_sizes has no default -- the Python API always passes it.)
 _SCHEMAS = {
     "nearest_neighbors": "(Tensor x, Tensor y, Tensor? x_lengths=None, Tensor? y_lengths=None) -> (Tensor, Tensor)",
     "chamfer_distance": "(Tensor x, Tensor y, Tensor? x_lengths=None, Tensor? y_lengths=None, "
@@ -879,9 +881,7 @@ def _pcc_scales(a, b, patch_sizes, min_mass, want_coef):
     return out
 
 
-@_op("patch_centroid_chamfer")
-def patch_centroid_chamfer(a: torch.Tensor, b: torch.Tensor, patch_sizes: list[int] = (8, 16, 32),
-                           min_mass: float = 0.001, reduction: str = "mean") -> torch.Tensor:
+def _pcc_forward(a, b, patch_sizes, min_mass, reduction):
     _check_reduction(reduction)
     a, b, dt = _pcc_prep(a, b, patch_sizes, min_mass)
     B, _, H, W = a.shape
@@ -890,6 +890,20 @@ def patch_centroid_chamfer(a: torch.Tensor, b: torch.Tensor, patch_sizes: list[i
     else:
         per = sum(v for v, _, _ in _pcc_scales(a, b, patch_sizes, min_mass, False)) / len(patch_sizes)
     return _reduce_batch(per.to(dt), reduction)
+
+
+# The custom op of the interpreter path is called with the schema's defaults dropped, so its Python body
+# needs the default; triton_op infers the schema from the annotations and rejects a list default.
+if _INTERPRET:
+    @_op("patch_centroid_chamfer")
+    def patch_centroid_chamfer(a: torch.Tensor, b: torch.Tensor, patch_sizes: list[int] = (8, 16, 32),
+                               min_mass: float = 0.001, reduction: str = "mean") -> torch.Tensor:
+        return _pcc_forward(a, b, patch_sizes, min_mass, reduction)
+else:
+    @_op("patch_centroid_chamfer")
+    def patch_centroid_chamfer(a: torch.Tensor, b: torch.Tensor, patch_sizes: list[int], min_mass: float = 0.001,
+                               reduction: str = "mean") -> torch.Tensor:
+        return _pcc_forward(a, b, patch_sizes, min_mass, reduction)
 
 
 @_op("_patch_centroid_chamfer_backward")
