@@ -736,7 +736,8 @@ def _patch_centroids_backward(grad_centroids: torch.Tensor, grad_mass: torch.Ten
     p = int(patch_size)
     Hp, Wp = triton.cdiv(H, p), triton.cdiv(W, p)
     gw = torch.empty((B, 1, H, W), dtype=w.dtype, device=w.device)
-    go = torch.empty((B, 2, H, W) if offsets is not None else (0,), dtype=w.dtype, device=w.device)
+    go = (torch.empty((B, 2, H, W), dtype=offsets.dtype, device=w.device) if offsets is not None
+          else torch.empty((0,), dtype=w.dtype, device=w.device))
     if gw.numel() == 0:
         return gw, go
     w = w.contiguous()
