@@ -32,6 +32,14 @@
 #include <limits>
 #include <vector>
 
+#if defined(__SSE2__) && !defined(HMORE_CHAMFER_NO_SIMD)
+#include <emmintrin.h>
+#define HMORE_CHAMFER_SSE2 1
+#else
+#define HMORE_CHAMFER_SSE2 0
+#endif
+#include <type_traits>
+
 #include "chamfer/chamfer.h"
 #include "chamfer/chamfer_kernels.cuh"
 #include "common.h"
@@ -104,6 +112,41 @@ at::Tensor soa(const at::Tensor& p) {
 }
 
 // ---- nearest neighbour pass ----------------------------------------------------------------------
+#if HMORE_CHAMFER_SSE2
+// The D = 2 float tile with SSE2 (x86-64 baseline): GCC does not vectorise the scalar loop (the float
+// min reduction and the float-mask select of int32 indices count as control flow). Same arithmetic as
+// sqdist2 -- (dx*dx) + (dy*dy), separately rounded, no FMA -- so the bits match the scalar path and the
+// GPU. _mm_min_ps(d, m) = d < m ? d : m (a NaN distance never wins). Processes the multiple-of-4 prefix
+// of the tile and returns its length; the caller finishes the rest with the scalar loop.
+template <bool Both>
+inline int64_t tile_d2_sse2(float x0, float x1, const float* __restrict y0, const float* __restrict y1, int64_t nt,
+                            float* __restrict buf, float* __restrict cb, int32_t* __restrict ci, int32_t i,
+                            float& tmin) {
+  const __m128 X0 = _mm_set1_ps(x0), X1 = _mm_set1_ps(x1);
+  const __m128i I = _mm_set1_epi32(i);
+  __m128 m = _mm_set1_ps(tmin);
+  const int64_t n4 = nt & ~int64_t(3);
+  for (int64_t j = 0; j < n4; j += 4) {
+    const __m128 dx = _mm_sub_ps(X0, _mm_loadu_ps(y0 + j));
+    const __m128 dy = _mm_sub_ps(X1, _mm_loadu_ps(y1 + j));
+    const __m128 d = _mm_add_ps(_mm_mul_ps(dx, dx), _mm_mul_ps(dy, dy));
+    _mm_storeu_ps(buf + j, d);
+    m = _mm_min_ps(d, m);
+    if (Both) {
+      const __m128 c = _mm_loadu_ps(cb + j);
+      const __m128i lt = _mm_castps_si128(_mm_cmplt_ps(d, c));
+      _mm_storeu_ps(cb + j, _mm_min_ps(d, c));
+      const __m128i k = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ci + j));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(ci + j), _mm_or_si128(_mm_and_si128(lt, I), _mm_andnot_si128(lt, k)));
+    }
+  }
+  alignas(16) float lanes[4];
+  _mm_store_ps(lanes, m);
+  for (int l = 0; l < 4; ++l) tmin = lanes[l] < tmin ? lanes[l] : tmin;
+  return n4;
+}
+#endif
+
 // One x point against y[0, ny) (SoA, stride N between coordinates). Updates (best, bj) with the tie
 // rule and, if Both, the column minima (cb, ci) of y with the lexicographic rule.
 template <typename T, int DC, bool Both>
@@ -118,7 +161,13 @@ inline void nn_point(const T* xp, int64_t xs, int32_t i, const T* yp, int64_t ys
     const T* y0 = yp + j0;
     if (DC == 2) {
       const T* y1 = y0 + ys;
-      for (int64_t j = 0; j < nt; ++j) {
+      int64_t j = 0;
+#if HMORE_CHAMFER_SSE2
+      if constexpr (std::is_same<T, float>::value) {
+        j = tile_d2_sse2<Both>(xc[0], xc[1], y0, y1, nt, buf, cb ? cb + j0 : nullptr, ci ? ci + j0 : nullptr, i, tmin);
+      }
+#endif
+      for (; j < nt; ++j) {
         const T d = sqdist2(xc[0], xc[1], y0[j], y1[j]);
         buf[j] = d;
         tmin = d < tmin ? d : tmin;

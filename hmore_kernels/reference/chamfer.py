@@ -70,7 +70,7 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, chunk_elems: int = 1
         return dist, idx
     vx = _valid(x_lengths, B, N, x.device)
     vy = _valid(y_lengths, B, M, x.device)
-    step = max(1, chunk_elems // max(M * max(D, 1), 1))
+    step = max(1, chunk_elems // max(B * M * max(D, 1), 1))
     for s in range(0, N, step):
         d = _sqdist_direct(xa[:, s : s + step], ya)  # [B, n, M]
         d = torch.where(vy[:, None, :], d, torch.full_like(d, math.inf))
