@@ -911,10 +911,13 @@ else:
 def _patch_centroid_chamfer_backward(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor, patch_sizes: list[int],
                                      min_mass: float, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_reduction(reduction)
+    # each gradient in its map's dtype (the promoted one for a bool map), like the fake kernel
+    da = a.dtype if a.dtype != torch.bool else None
+    db = b.dtype if b.dtype != torch.bool else None
     a, b, dt = _pcc_prep(a, b, patch_sizes, min_mass)
     B, _, H, W = a.shape
-    ga = torch.empty((B, 1, H, W), dtype=dt, device=a.device)
-    gb = torch.empty((B, 1, H, W), dtype=dt, device=a.device)
+    ga = torch.empty((B, 1, H, W), dtype=da or dt, device=a.device)
+    gb = torch.empty((B, 1, H, W), dtype=db or dt, device=a.device)
     if ga.numel() == 0:
         return ga, gb
     S = len(patch_sizes)
