@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #if defined(__SSE2__) && !defined(HMORE_CHAMFER_NO_SIMD)
@@ -51,6 +52,16 @@ namespace {
 using namespace hmore::chamfer;
 
 constexpr int64_t kXTile = 64;
+
+// Parallel grains. A task must carry enough work to pay for waking a thread: on a busy machine a
+// parallel region whose helper thread is descheduled waits a whole scheduler time slice (milliseconds),
+// which is what a 0.2 ms op cannot afford. So each parallel_for gets at least ~kTaskWork elements of
+// simple work (pixels, points) per task, and small problems run inline on the calling thread.
+constexpr int64_t kTaskWork = int64_t{1} << 18;
+constexpr int64_t kSmallGrain = int64_t{1} << 16;
+inline int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(work_per_item, 1));
+}
 constexpr int64_t kYTile = 1024;
 
 // ---- argument checks (shared by forward and backward) -------------------------------------------
@@ -235,9 +246,9 @@ template <typename T, int DC, bool Both>
 void nn_all(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, int D, const std::vector<int64_t>& nxl,
             const std::vector<int64_t>& nyl, T* rbest, int32_t* ridx, T* cbest, int32_t* cidx) {
   const int64_t ntx = (N + kXTile - 1) / kXTile, ntask = B * ntx;
-  // About 1M distance evaluations per chunk at least, so tiny problems stay on one thread.
+  // About 4M distance evaluations (a few ms) per chunk at least, so small problems stay on one thread.
   const int64_t work = std::max<int64_t>(1, kXTile * std::max<int64_t>(M, 1));
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / work);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 22) / work);
   // The tasks run in nch contiguous chunks, each with its own column minima of y: within a chunk the x
   // indices of a batch element only increase, so a strictly smaller distance replacing the column's best
   // keeps the lowest index on ties with no extra comparison in the hot loop. Chunks are then merged with
@@ -280,7 +291,7 @@ void nn_all(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, int D, 
     for (int64_t c = c0; c < c1; ++c)
       run_tasks(c * ntask / nch, (c + 1) * ntask / nch, tcb.data() + size_t(c) * B * M, tci.data() + size_t(c) * B * M);
   });
-  at::parallel_for(0, B * M, 4096, [&](int64_t e0, int64_t e1) {
+  at::parallel_for(0, B * M, kSmallGrain, [&](int64_t e0, int64_t e1) {
     for (int64_t e = e0; e < e1; ++e) {
       T best = std::numeric_limits<T>::infinity();
       int64_t bi = -1;
@@ -355,7 +366,7 @@ void nn_both(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_t
 template <typename T>
 void direction_sums(const T* d2, const int32_t* idx, const T* w, int64_t B, int64_t N, bool squared, double* num,
                     double* den) {
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, grain_for(N), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       T s = T(0), ws = T(0);
       for (int64_t i = 0; i < N; ++i) {
@@ -433,7 +444,7 @@ namespace {
 template <typename T>
 void direction_backward(const T* src, const T* dst, const int64_t* idx, const T* w, int64_t B, int64_t n, int64_t m,
                         int64_t D, const std::vector<double>& gb, bool squared, bool norm, T* gsrc, T* gdst, T* gw) {
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, B, grain_for(n + m), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const T* s = src + b * n * D;
       const T* t = dst + b * m * D;
@@ -536,7 +547,7 @@ void check_map(const at::Tensor& t, const char* name) {
 template <typename T>
 void patch_stats(const T* w, const T* off, int64_t B, int64_t H, int64_t W, int p, T* m, T* sx, T* sy) {
   const int64_t Hp = (H + p - 1) / p, Wp = (W + p - 1) / p;
-  at::parallel_for(0, B * Hp, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, B * Hp, grain_for(W * p), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / Hp, pi = t - b * Hp;
       const int rows = patch_extent(int(pi), p, int(H));
@@ -597,7 +608,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroids_cpu(const at::Tensor& weights
                    sx.data_ptr<T>(), sy.data_ptr<T>());
     const T *mp = m.data_ptr<T>(), *xp = sx.data_ptr<T>(), *yp = sy.data_ptr<T>();
     T* cp = cen.data_ptr<T>();
-    at::parallel_for(0, B * Hp * Wp, 4096, [&](int64_t e0, int64_t e1) {
+    at::parallel_for(0, B * Hp * Wp, kSmallGrain, [&](int64_t e0, int64_t e1) {
       for (int64_t e = e0; e < e1; ++e) {
         const int64_t pj = e % Wp, pi = (e / Wp) % Hp;
         T cx, cy;
@@ -637,7 +648,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroids_backward_cpu(const at::Tensor
     const T* wp = w.data_ptr<T>();
     T* gwp = gw.data_ptr<T>();
     T* gop = o.defined() ? go.data_ptr<T>() : nullptr;
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 16384 / std::max<int64_t>(W, 1)), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, B * H, grain_for(W), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / H, i = r - b * H, pi = i / p;
         for (int64_t j = 0; j < W; ++j) {
@@ -687,17 +698,102 @@ at::ScalarType pcc_dtype(const at::Tensor& a, const at::Tensor& b) {
   return at::promote_types(sa, sb);
 }
 
-// Per-patch statistics of both maps at one scale.
+// Statistics at the base size g = gcd(patch sizes), one pass over the pixels: every patch size p is a
+// multiple of g, so its patches are unions of g-patches and their statistics are sums of the g-patches'
+// ones shifted to the p-patch origin (sx += m * column offset, sy += m * row offset). A g-row strip is first
+// reduced to per-column sums (contiguous, vectorised loops over W), then each g-patch sums its g columns.
 template <typename T>
-struct ScaleStats {
-  int64_t Hp, Wp;
-  std::vector<T> ma, xa, ya, mb, xb, yb;
-  ScaleStats(const T* a, const T* b, int64_t B, int64_t H, int64_t W, int p)
-      : Hp((H + p - 1) / p), Wp((W + p - 1) / p) {
-    const size_t n = size_t(B * Hp * Wp);
-    ma.resize(n), xa.resize(n), ya.resize(n), mb.resize(n), xb.resize(n), yb.resize(n);
-    patch_stats<T>(a, nullptr, B, H, W, p, ma.data(), xa.data(), ya.data());
-    patch_stats<T>(b, nullptr, B, H, W, p, mb.data(), xb.data(), yb.data());
+void base_stats(const T* w, int64_t B, int64_t H, int64_t W, int g, T* m, T* sx, T* sy) {
+  const int64_t Hg = (H + g - 1) / g, Wg = (W + g - 1) / g;
+  at::parallel_for(0, B * Hg, grain_for(W * g), [&](int64_t t0, int64_t t1) {
+    std::vector<T> cm(static_cast<size_t>(W)), cy(static_cast<size_t>(W));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / Hg, pi = t - b * Hg;
+      const int rows = patch_extent(int(pi), g, int(H));
+      std::fill(cm.begin(), cm.end(), T(0));
+      std::fill(cy.begin(), cy.end(), T(0));
+      for (int r = 0; r < rows; ++r) {
+        const T* __restrict wr = w + (b * H + pi * g + r) * W;
+        T* __restrict pm = cm.data();
+        T* __restrict py = cy.data();
+        const T rr = T(r);
+        for (int64_t j = 0; j < W; ++j) {
+          pm[j] += wr[j];
+          py[j] += rr * wr[j];
+        }
+      }
+      T* mr = m + t * Wg;
+      T* xr = sx + t * Wg;
+      T* yr = sy + t * Wg;
+      for (int64_t pj = 0; pj < Wg; ++pj) {
+        const int64_t j0 = pj * g, j1 = std::min<int64_t>(j0 + g, W);
+        T am = T(0), ax = T(0), ay = T(0);
+        for (int64_t j = j0; j < j1; ++j) {
+          am += cm[size_t(j)];
+          ax += T(j - j0) * cm[size_t(j)];
+          ay += cy[size_t(j)];
+        }
+        mr[pj] = am;
+        xr[pj] = ax;
+        yr[pj] = ay;
+      }
+    }
+  });
+}
+
+// g-statistics [B, Hg, Wg] -> statistics at p = k * g [B, Hp, Wp].
+template <typename T>
+void aggregate_stats(const T* m, const T* sx, const T* sy, int64_t B, int64_t Hg, int64_t Wg, int g, int k, T* M,
+                     T* SX, T* SY) {
+  const int64_t Hp = (Hg + k - 1) / k, Wp = (Wg + k - 1) / k;
+  at::parallel_for(0, B * Hp, grain_for(Wg * k), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / Hp, pi = t - b * Hp;
+      for (int64_t pj = 0; pj < Wp; ++pj) {
+        T am = T(0), ax = T(0), ay = T(0);
+        for (int64_t qi = 0; qi < k && pi * k + qi < Hg; ++qi) {
+          const int64_t row = (b * Hg + pi * k + qi) * Wg;
+          for (int64_t qj = 0; qj < k && pj * k + qj < Wg; ++qj) {
+            const int64_t e = row + pj * k + qj;
+            am += m[e];
+            ax += sx[e] + T(qj * g) * m[e];
+            ay += sy[e] + T(qi * g) * m[e];
+          }
+        }
+        M[t * Wp + pj] = am;
+        SX[t * Wp + pj] = ax;
+        SY[t * Wp + pj] = ay;
+      }
+    }
+  });
+}
+
+int64_t gcd_of(at::IntArrayRef ps) {
+  int64_t g = 0;
+  for (int64_t p : ps) g = std::gcd(g, p);
+  return g;
+}
+
+// Base statistics of both maps plus, per patch size, the aggregated statistics.
+template <typename T>
+struct PccStats {
+  int g;
+  int64_t B, H, W, Hg, Wg;
+  std::vector<T> base[6];  // m, sx, sy of a, then of b, at size g
+  PccStats(const T* a, const T* b, int64_t B_, int64_t H_, int64_t W_, int g_)
+      : g(g_), B(B_), H(H_), W(W_), Hg((H_ + g_ - 1) / g_), Wg((W_ + g_ - 1) / g_) {
+    for (auto& v : base) v.resize(size_t(B * Hg * Wg));
+    base_stats<T>(a, B, H, W, g, base[0].data(), base[1].data(), base[2].data());
+    base_stats<T>(b, B, H, W, g, base[3].data(), base[4].data(), base[5].data());
+  }
+  // statistics at p (a multiple of g): out[0..5] = m, sx, sy of a, then of b; [B, Hp, Wp]
+  void at_scale(int p, std::vector<T>* out) const {
+    const int k = p / g;
+    const int64_t n = B * ((Hg + k - 1) / k) * ((Wg + k - 1) / k);
+    for (int s = 0; s < 6; ++s) out[s].resize(size_t(n));
+    for (int s = 0; s < 6; s += 3)
+      aggregate_stats<T>(base[s].data(), base[s + 1].data(), base[s + 2].data(), B, Hg, Wg, g, k, out[s].data(),
+                         out[s + 1].data(), out[s + 2].data());
   }
 };
 
@@ -716,19 +812,21 @@ at::Tensor patch_centroid_chamfer_cpu(const at::Tensor& a, const at::Tensor& b, 
       using T = scalar_t;
       T* pp = per.data_ptr<T>();
       const T mm = T(min_mass);
+      PccStats<T> base(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, int(gcd_of(patch_sizes)));
+      std::vector<T> st6[6];
       for (int64_t p : patch_sizes) {
-        ScaleStats<T> s(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, int(p));
-        const int64_t np = s.Hp * s.Wp;
-        at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        base.at_scale(int(p), st6);
+        const int64_t Hp = (H + p - 1) / p, Wp = (W + p - 1) / p, np = Hp * Wp;
+        at::parallel_for(0, B, grain_for(np * 16), [&](int64_t b0, int64_t b1) {
           for (int64_t bb = b0; bb < b1; ++bb) {
             T sum = T(0);
             int64_t cnt = 0;
             for (int64_t q = 0; q < np; ++q) {
               const size_t e = size_t(bb * np + q);
-              const int pi = int(q / s.Wp), pj = int(q % s.Wp);
+              const int pi = int(q / Wp), pj = int(q % Wp);
               T term;
-              if (pcc_term<T>(s.ma[e], s.xa[e], s.ya[e], s.mb[e], s.xb[e], s.yb[e], patch_extent(pi, int(p), int(H)),
-                              patch_extent(pj, int(p), int(W)), int(p), mm, term)) {
+              if (pcc_term<T>(st6[0][e], st6[1][e], st6[2][e], st6[3][e], st6[4][e], st6[5][e],
+                              patch_extent(pi, int(p), int(H)), patch_extent(pj, int(p), int(W)), int(p), mm, term)) {
                 sum += term;
                 ++cnt;
               }
@@ -751,7 +849,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
   const at::ScalarType st = pcc_dtype(a, b);
   const int64_t B = a.size(0), H = a.size(2), W = a.size(3);
   at::Tensor ac = as_float_map(a, st), bc = as_float_map(b, st);
-  at::Tensor ga = at::zeros({B, 1, H, W}, ac.options()), gbm = at::zeros({B, 1, H, W}, ac.options());
+  at::Tensor ga = at::empty({B, 1, H, W}, ac.options()), gbm = at::empty({B, 1, H, W}, ac.options());
   if (B > 0 && H > 0 && W > 0) {
     at::Tensor g64 = grad.to(at::kDouble).contiguous();
     std::vector<double> gb(static_cast<size_t>(B));
@@ -762,48 +860,70 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
     AT_DISPATCH_FLOATING_TYPES(st, "patch_centroid_chamfer_backward_cpu", [&] {
       using T = scalar_t;
       const T mm = T(min_mass);
-      T* gap = ga.data_ptr<T>();
-      T* gbp = gbm.data_ptr<T>();
+      const int g = int(gcd_of(patch_sizes));
+      PccStats<T> base(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, g);
+      const int64_t Hg = base.Hg, Wg = base.Wg;
+      // Per g-patch: d loss / d (m, sx, sy) of a and b in the g-patch's local coordinates, summed over
+      // scales: a p-patch's (gm, gsx, gsy) reaches its g-patch at offset (oi, oj) as
+      // (gm + gsx * oj + gsy * oi, gsx, gsy).
+      std::vector<T> G(size_t(B * Hg * Wg) * 6, T(0));
+      std::vector<T> st6[6];
       for (int64_t p : patch_sizes) {
-        const int pp = int(p);
-        ScaleStats<T> s(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, pp);
-        const int64_t np = s.Hp * s.Wp;
-        // Per patch: d loss / d (m, sx, sy) of a and b.
-        std::vector<T> g6(size_t(B * np) * 6, T(0));
-        at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+        const int pp = int(p), k = pp / g;
+        base.at_scale(pp, st6);
+        const int64_t Hp = (H + p - 1) / p, Wp = (W + p - 1) / p, np = Hp * Wp;
+        at::parallel_for(0, B, grain_for(np * 32), [&](int64_t b0, int64_t b1) {
           for (int64_t bb = b0; bb < b1; ++bb) {
             int64_t cnt = 0;
             for (int64_t q = 0; q < np; ++q) {
               const size_t e = size_t(bb * np + q);
-              cnt += (s.ma[e] + s.mb[e] > mm) ? 1 : 0;
+              cnt += (st6[0][e] + st6[3][e] > mm) ? 1 : 0;
             }
             if (cnt == 0) continue;
-            const T g = T(gb[size_t(bb)]) / (T(cnt) * T(patch_sizes.size()));
+            const T gs = T(gb[size_t(bb)]) / (T(cnt) * T(patch_sizes.size()));
             for (int64_t q = 0; q < np; ++q) {
               const size_t e = size_t(bb * np + q);
-              const int pi = int(q / s.Wp), pj = int(q % s.Wp);
-              T* o = g6.data() + e * 6;
-              pcc_term_backward<T>(s.ma[e], s.xa[e], s.ya[e], s.mb[e], s.xb[e], s.yb[e],
-                                   patch_extent(pi, pp, int(H)), patch_extent(pj, pp, int(W)), pp, mm, g, o[0], o[1],
+              const int pi = int(q / Wp), pj = int(q % Wp);
+              T o[6];
+              pcc_term_backward<T>(st6[0][e], st6[1][e], st6[2][e], st6[3][e], st6[4][e], st6[5][e],
+                                   patch_extent(pi, pp, int(H)), patch_extent(pj, pp, int(W)), pp, mm, gs, o[0], o[1],
                                    o[2], o[3], o[4], o[5]);
-            }
-          }
-        });
-        // Per pixel: gm + gsx * (j - j0) + gsy * (i - i0); each pixel belongs to one patch per scale.
-        at::parallel_for(0, B * H, std::max<int64_t>(1, 16384 / W), [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r) {
-            const int64_t bb = r / H, i = r - bb * H, pi = i / pp;
-            const T ly = T(i - pi * pp);
-            for (int64_t j = 0; j < W; ++j) {
-              const int64_t pj = j / pp;
-              const T* o = g6.data() + size_t((bb * s.Hp + pi) * s.Wp + pj) * 6;
-              const T lx = T(j - pj * pp);
-              gap[r * W + j] += o[0] + o[1] * lx + o[2] * ly;
-              gbp[r * W + j] += o[3] + o[4] * lx + o[5] * ly;
+              if (o[0] == T(0) && o[1] == T(0) && o[2] == T(0) && o[3] == T(0) && o[4] == T(0) && o[5] == T(0)) continue;
+              for (int64_t qi = 0; qi < k && pi * k + qi < Hg; ++qi)
+                for (int64_t qj = 0; qj < k && pj * k + qj < Wg; ++qj) {
+                  T* Gq = G.data() + size_t((bb * Hg + pi * k + qi) * Wg + pj * k + qj) * 6;
+                  const T oy = T(qi * g), ox = T(qj * g);
+                  Gq[0] += o[0] + o[1] * ox + o[2] * oy;
+                  Gq[1] += o[1];
+                  Gq[2] += o[2];
+                  Gq[3] += o[3] + o[4] * ox + o[5] * oy;
+                  Gq[4] += o[4];
+                  Gq[5] += o[5];
+                }
             }
           }
         });
       }
+      // Per pixel, one pass: gm + gsx * (j - j0) + gsy * (i - i0) of its g-patch.
+      T* gap = ga.data_ptr<T>();
+      T* gbp = gbm.data_ptr<T>();
+      at::parallel_for(0, B * H, grain_for(W), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t bb = r / H, i = r - bb * H, pi = i / g;
+          const T ly = T(i - pi * g);
+          const T* Grow = G.data() + size_t((bb * Hg + pi) * Wg) * 6;
+          for (int64_t pj = 0; pj < Wg; ++pj) {
+            const T* o = Grow + size_t(pj) * 6;
+            const T ca = o[0] + o[2] * ly, cb = o[3] + o[5] * ly;
+            const int64_t j0 = pj * g, j1 = std::min<int64_t>(j0 + g, W);
+            for (int64_t j = j0; j < j1; ++j) {
+              const T lx = T(j - j0);
+              gap[r * W + j] = ca + o[1] * lx;
+              gbp[r * W + j] = cb + o[4] * lx;
+            }
+          }
+        }
+      });
     });
   }
   return {ga.to(a.scalar_type() == at::kBool ? st : a.scalar_type()),
@@ -829,7 +949,7 @@ at::Tensor boundary_chamfer_cpu(const at::Tensor& a, const at::Tensor& b, const 
     const float* dap = da.data_ptr<float>();
     const float* dbp = db.data_ptr<float>();
     float* pp = per.data_ptr<float>();
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    at::parallel_for(0, B, grain_for(HW), [&](int64_t b0, int64_t b1) {
       for (int64_t bb = b0; bb < b1; ++bb) {
         double sab = 0, sba = 0;
         int64_t na = 0, nb = 0;
