@@ -16,7 +16,8 @@
 //     atomicMin per column and block. Keys are (distance bits) << 32 | index: the merge is order-free,
 //     so the result is deterministic despite the atomics.
 //   * small batches: the y range is split over several blocks (grid = B x x-tiles x splits, enough
-//     blocks for about two waves); the row minima of the splits then merge with the same atomicMin.
+//     blocks for about two waves; ranges of >= 64 points); the row minima of the splits then merge with
+//     the same atomicMin.
 //   Ragged lengths are read on the device and clamped; nothing is read back to the host.
 // Unpack: one thread per point turns keys into (index, distance) and per-block partial sums (fixed
 // shuffle tree: deterministic); the glue sums the few partials with ATen.
@@ -55,6 +56,7 @@ constexpr int EW = 256;       // threads of the per-point / per-pixel kernels
 constexpr unsigned FULL = 0xffffffffu;
 constexpr unsigned INF_BITS = 0x7f800000u;  // bits of +inf: every finite non-negative float is below
 constexpr int kMaxGridY = 65535;
+constexpr int kSplitGrain = 64;  // y points: the granularity of the split y ranges
 constexpr int kSmemFloats = 12288 - 2 * BMY;  // 48 KiB of dynamic + static (colkey) shared memory
 
 __device__ __forceinline__ float to_f(float v) { return v; }
@@ -620,13 +622,15 @@ extern "C" cudaError_t hmore_chamfer_pairs_cuda(const void* x, const void* y, co
                                                 int dtype, cudaStream_t stream) {
   if (B == 0 || N == 0 || M == 0) return cudaSuccess;
   if (D < 1 || D > kSmemFloats || N >= (int64_t(1) << 31) || M >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
-  const int64_t tiles_x = cdiv(N, BX), tiles_y = cdiv(M, BMY);
-  // about two waves of 8 resident blocks per SM before the y range is split
-  const int64_t target = int64_t(sm_count()) * 16;
+  // Split the y range (in chunks of kSplitGrain points) until there are about two waves of blocks (3-4
+  // resident per SM at 56-72 registers): small batches of small clouds would otherwise leave most SMs
+  // idle. Each split costs one extra atomicMin per row.
+  const int64_t tiles_x = cdiv(N, BX), chunks = cdiv(M, kSplitGrain);
+  const int64_t target = int64_t(sm_count()) * 8;
   int64_t splits = cdiv(target, B * tiles_x);
-  if (splits > tiles_y) splits = tiles_y;
+  if (splits > chunks) splits = chunks;
   if (splits < 1) splits = 1;
-  const int64_t span = cdiv(tiles_y, splits) * BMY;
+  const int64_t span = cdiv(chunks, splits) * kSplitGrain;
   splits = cdiv(M, span);
   const int64_t blocks = B * tiles_x * splits;
   if (blocks > 0x7fffffffLL) return cudaErrorInvalidValue;
