@@ -84,6 +84,21 @@ __device__ __forceinline__ int clamp_len(const int64_t* len, int64_t b, int64_t 
   return int(v < 0 ? 0 : (v > n ? n : v));
 }
 
+// Warp minimum of an unsigned value, in every lane: one redux.sync on sm_80+, a butterfly below (should
+// someone build for sm_75 through TORCH_CUDA_ARCH_LIST).
+__device__ __forceinline__ unsigned warp_min_u32(unsigned v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_min_sync(FULL, v);
+#else
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned u = __shfl_xor_sync(FULL, v, o);
+    v = u < v ? u : v;
+  }
+  return v;
+#endif
+}
+
 __device__ __forceinline__ ull pack(float d, int idx) {
   return (ull(__float_as_uint(d)) << 32) | ull(unsigned(idx));
 }
@@ -238,7 +253,7 @@ __global__ void __launch_bounds__(NT, 1) pair_kernel(const T* __restrict__ x, co
         }
         if (COLS) {
           const unsigned bits = __float_as_uint(m);  // NaN bits exceed +inf's: never a minimum
-          const unsigned wmin = __reduce_min_sync(FULL, bits);
+          const unsigned wmin = warp_min_u32(bits);
           const unsigned owners = __ballot_sync(FULL, bits == wmin);
           const int src = __ffs(owners) - 1;
           const int aa = __shfl_sync(FULL, a, src);
