@@ -432,10 +432,14 @@ def targets(rows, device):
         if r["op"] == "chamfer_distance" and r["size"] == "B1x8k" and r["impl"] == "cpu" and r["kind"] == "fwd" and r.get("x_cdist"):
             v = r["x_cdist"]
             print(f"target chamfer_distance cpu >= {MIN_X_CDIST}x torch.cdist+min at 8k x 8k: {v:.1f}x  {'PASS' if v >= MIN_X_CDIST else 'MISS'}")
-        if r["op"] == "patch_centroid_chamfer" and r["size"].endswith("368x496") and r["impl"] == "cpu" and r["kind"] == "fwd" and r.get("x_point"):
-            v = r["x_point"]
-            print(f"target patch_centroid_chamfer cpu >= {MIN_X_POINT}x exact point Chamfer (chamfer_distance cpu on the "
-                  f"boundary pixel lists) at {r['size']}: {v:.1f}x  {'PASS' if v >= MIN_X_POINT else 'MISS'}")
+        if r["op"] == "patch_centroid_chamfer" and r["size"].endswith("368x496") and r["impl"] == "cpu" and r["kind"] == "fwd":
+            # The exact point Chamfer two ways: the reference (torch.cdist + min on the boundary pixel lists)
+            # and our own chamfer_distance cpu on the same lists (itself ~100x faster than cdist there).
+            for key, what in (("x_cdist", "torch.cdist + min"), ("x_point", "our chamfer_distance cpu")):
+                v = r.get(key)
+                if v:
+                    print(f"target patch_centroid_chamfer cpu >= {MIN_X_POINT}x exact point Chamfer ({what} on the boundary "
+                          f"pixel lists) at {r['size']}: {v:.1f}x  {'PASS' if v >= MIN_X_POINT else 'MISS'}")
 
 
 if __name__ == "__main__":

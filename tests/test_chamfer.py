@@ -220,6 +220,18 @@ class TestNearestNeighbors:
         with pytest.raises(ValueError, match=r"\by\b.*meta"):
             call(bk, "nearest_neighbors", x, y.to("meta"))
 
+    def test_dynamo(self, gen, dyn):
+        case, compile_backend = dyn
+        _triton_importable(case)
+        x, y = rand(gen, 2, 20, 2), rand(gen, 2, 17, 2)
+        yl = torch.tensor([17, 4])
+        f = torch.compile(lambda a, b, l: hk.nearest_neighbors(a, b, None, l, backend=case.name), fullgraph=True,
+                          backend=compile_backend)
+        d, i = f(x, y, yl)
+        d0, i0 = ref.nearest_neighbors(x, y, None, yl)
+        assert_close(i, i0, msg=f"compiled nearest_neighbors {case}")
+        assert_close(d, d0, msg=f"compiled nearest_neighbors {case}")
+
     def test_dispatcher_checks_cpu(self):
         """torch.ops.hmore.* is public: the C++ kernel validates too."""
         skip_unavailable(BackendCase("cpu", "cpu"))
@@ -563,6 +575,18 @@ class TestPatchCentroids:
         torch.library.opcheck(ops._patch_centroids_backward.default,
                               (torch.ones_like(c), torch.ones_like(m), w.detach(), o.detach(), c, m, 4))
 
+    def test_dynamo(self, gen, dyn):
+        case, compile_backend = dyn
+        _triton_importable(case)
+        w = soft_edges(gen, 1, 9, 14, dtype=torch.float32).requires_grad_()
+        o = rand(gen, 1, 2, 9, 14, low=-1)
+        f = torch.compile(lambda a, b: hk.patch_centroids(a, 4, b, backend=case.name), fullgraph=True, backend=compile_backend)
+        c, m = f(w, o)
+        c0, m0 = ref.patch_centroids(w.detach(), 4, o)
+        assert_close(c, c0, msg=f"compiled patch_centroids {case}")
+        (c.sum() + m.sum()).backward()
+        assert w.grad is not None and torch.isfinite(w.grad).all()
+
     def test_exception(self, bk):
         dev = bk.device
         w = torch.rand(1, 1, 6, 6, device=dev)
@@ -640,7 +664,7 @@ class TestPatchCentroidChamfer:
         x, y = a.clone().requires_grad_(), a.clone().requires_grad_()
         v = call(bk, "patch_centroid_chamfer", x, y)
         ga, gb = torch.autograd.grad(v, [x, y])
-        assert float(v) == 0.0 and torch.isfinite(ga).all() and torch.isfinite(gb).all()
+        assert float(v.detach()) == 0.0 and torch.isfinite(ga).all() and torch.isfinite(gb).all()
 
     def test_bool_maps(self, bk, gen):
         a = soft_edges(gen, 1, 16, 24, dtype=torch.float32) > 0.5
