@@ -810,9 +810,14 @@ at::Tensor patch_centroid_chamfer_cpu(const at::Tensor& a, const at::Tensor& b, 
   if (B > 0 && H > 0 && W > 0) {
     AT_DISPATCH_FLOATING_TYPES(st, "patch_centroid_chamfer_cpu", [&] {
       using T = scalar_t;
-      T* pp = per.data_ptr<T>();
       const T mm = T(min_mass);
-      PccStats<T> base(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, int(gcd_of(patch_sizes)));
+      // One parallel region over images (inner parallel_for calls then run inline): on a busy machine
+      // every parallel region can cost a scheduler time slice, so a call opens one, not one per stage.
+      // A single image (B = 1) runs its stages' own parallel loops instead.
+      at::parallel_for(0, B, 1, [&](int64_t i0, int64_t i1) {
+      const int64_t B = i1 - i0;
+      T* pp = per.data_ptr<T>() + i0;
+      PccStats<T> base(ac.data_ptr<T>() + i0 * H * W, bc.data_ptr<T>() + i0 * H * W, B, H, W, int(gcd_of(patch_sizes)));
       std::vector<T> st6[6];
       for (int64_t p : patch_sizes) {
         base.at_scale(int(p), st6);
@@ -835,6 +840,7 @@ at::Tensor patch_centroid_chamfer_cpu(const at::Tensor& a, const at::Tensor& b, 
           }
         });
       }
+      });
     });
   }
   return reduce_batch(per, red);
@@ -861,7 +867,10 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
       using T = scalar_t;
       const T mm = T(min_mass);
       const int g = int(gcd_of(patch_sizes));
-      PccStats<T> base(ac.data_ptr<T>(), bc.data_ptr<T>(), B, H, W, g);
+      at::parallel_for(0, B, 1, [&](int64_t i0, int64_t i1) {  // one region over images, as in the forward
+      const int64_t B = i1 - i0;
+      const double* gbv = gb.data() + i0;
+      PccStats<T> base(ac.data_ptr<T>() + i0 * H * W, bc.data_ptr<T>() + i0 * H * W, B, H, W, g);
       const int64_t Hg = base.Hg, Wg = base.Wg;
       // Per g-patch: d loss / d (m, sx, sy) of a and b in the g-patch's local coordinates, summed over
       // scales: a p-patch's (gm, gsx, gsy) reaches its g-patch at offset (oi, oj) as
@@ -880,7 +889,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
               cnt += (st6[0][e] + st6[3][e] > mm) ? 1 : 0;
             }
             if (cnt == 0) continue;
-            const T gs = T(gb[size_t(bb)]) / (T(cnt) * T(patch_sizes.size()));
+            const T gs = T(gbv[bb]) / (T(cnt) * T(patch_sizes.size()));
             for (int64_t q = 0; q < np; ++q) {
               const size_t e = size_t(bb * np + q);
               const int pi = int(q / Wp), pj = int(q % Wp);
@@ -905,8 +914,8 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
         });
       }
       // Per pixel, one pass: gm + gsx * (j - j0) + gsy * (i - i0) of its g-patch.
-      T* gap = ga.data_ptr<T>();
-      T* gbp = gbm.data_ptr<T>();
+      T* gap = ga.data_ptr<T>() + i0 * H * W;
+      T* gbp = gbm.data_ptr<T>() + i0 * H * W;
       at::parallel_for(0, B * H, grain_for(W), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t bb = r / H, i = r - bb * H, pi = i / g;
@@ -923,6 +932,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroid_chamfer_backward_cpu(const at:
             }
           }
         }
+      });
       });
     });
   }
