@@ -249,6 +249,28 @@ def results_path(device: torch.device) -> Path:
     return RESULTS_DIR / f"{slugify(device_name(device))}.csv"
 
 
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a results CSV. A header line repeated inside the file starts a new section with
+    its own columns: that is what git's union merge (.gitattributes) leaves when two branches each added
+    rows (and perhaps columns); the columns are united in order of appearance.
+    """
+    fields: list[str] = []
+    out: list[dict] = []
+    with open(path, newline="") as f:
+        header = None
+        for rec in csv.reader(f):
+            if not rec:
+                continue
+            if rec[0] == "op" and "median_ms" in rec:  # a header line
+                header = rec
+                fields.extend(c for c in rec if c not in fields)
+                continue
+            if header is None:
+                raise ValueError(f"{path}: no header line before the first row")
+            out.append(dict(zip(header, rec)))
+    return fields, out
+
+
 def append_rows(path: Path, rows: Iterable[dict]) -> int:
     """Append ``rows`` to the CSV at ``path`` atomically; returns how many rows the file now holds.
 
@@ -268,10 +290,7 @@ def append_rows(path: Path, rows: Iterable[dict]) -> int:
         old: list[dict] = []
         fields: list[str] = []
         if path.exists():
-            with open(path, newline="") as f:
-                r = csv.DictReader(f)
-                fields = list(r.fieldnames or [])
-                old = list(r)
+            fields, old = read_rows(path)
         for row in rows:
             for k in row:
                 if k not in fields:
