@@ -150,14 +150,26 @@ def available_backends() -> dict:
     return out
 
 
-def resolve(op: str, backend: str, device: torch.device, implemented: tuple[str, ...], cuda_auto: str = "cuda") -> str:
+def resolve(
+    op: str,
+    backend: str,
+    device: torch.device,
+    implemented: tuple[str, ...],
+    cuda_auto: str = "cuda",
+    dtype: torch.dtype | None = None,
+    gpu_float64: bool = True,
+) -> str:
     """The backend that runs ``op`` on tensors of ``device``.
 
     ``implemented`` lists the backends this op has; ``cuda_auto`` is the one that the benchmarks showed
-    fastest on a GPU (the other GPU backend is the fallback).
+    fastest on a GPU (the other GPU backend is the fallback). ``gpu_float64=False`` says the op's GPU
+    backends have no float64 (ops.md: float64 is for reference and cpu, i.e. gradcheck): then "auto"
+    sends float64 CUDA tensors (``dtype``) to the reference rather than to a TypeError.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a str, got {type(backend).__name__}")
+    if backend == "auto" and device.type == "cuda" and dtype == torch.float64 and not gpu_float64:
+        return "reference"
     if backend == "auto":
         if device.type == "cuda":
             order = [cuda_auto] + [b for b in ("cuda", "triton") if b != cuda_auto] + ["reference"]

@@ -117,8 +117,15 @@ def _triton_loaded():
     from .triton import chamfer as _  # noqa: F401
 
 
-def _pick(op, backend, device):
-    b = _backends.resolve(op, backend, device, _IMPL)
+# backend="auto" on a GPU, per op, until GPU benchmarks decide: CUDA's column minimum is warp-level
+# instructions (Triton's goes through shared memory); Triton's patch tiles are coalesced across patches;
+# CUDA's distance transform is O(H*W) where Triton's row pass is O(W^2) per row.
+_CUDA_AUTO = {"nearest_neighbors": "cuda", "chamfer_distance": "cuda", "patch_centroids": "triton",
+              "patch_centroid_chamfer": "triton", "boundary_chamfer": "cuda"}
+
+
+def _pick(op, backend, device, dtype=None):
+    b = _backends.resolve(op, backend, device, _IMPL, _CUDA_AUTO[op], dtype=dtype, gpu_float64=False)
     if b == "triton":
         _triton_loaded()
     return b
@@ -142,7 +149,7 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, *, backend: str = "a
     _check_pair(x, y)
     _check_lengths(x_lengths, "x_lengths", x, x.shape[1])
     _check_lengths(y_lengths, "y_lengths", x, y.shape[1])
-    b = _pick("nearest_neighbors", backend, x.device)
+    b = _pick("nearest_neighbors", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.nearest_neighbors(x, y, x_lengths, y_lengths)
     return _ops(b).nearest_neighbors(x.detach(), y.detach(), x_lengths, y_lengths)
@@ -188,7 +195,7 @@ def chamfer_distance(
     _check_weights(x_weights, "x_weights", x, N)
     _check_weights(y_weights, "y_weights", x, M)
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    b = _pick("chamfer_distance", backend, x.device)
+    b = _pick("chamfer_distance", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.chamfer_distance(x, y, x_lengths, y_lengths, x_weights, y_weights, bool(squared), reduction, bool(bidirectional))
     value, _, _ = _ops(b).chamfer_distance(
@@ -222,7 +229,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
             raise TypeError(f"offsets: expected a floating-point tensor, got {offsets.dtype}")
         if offsets.device != weights.device:
             raise ValueError(f"offsets: expected a tensor on {weights.device} like weights, got {offsets.device}")
-    b = _pick("patch_centroids", backend, weights.device)
+    b = _pick("patch_centroids", backend, weights.device, weights.dtype)
     if b == "reference":
         return _ref.patch_centroids(weights, patch_size, offsets)
     return _ops(b).patch_centroids(weights, int(patch_size), offsets)
@@ -265,7 +272,7 @@ def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3
     if isinstance(min_mass, bool) or not isinstance(min_mass, (int, float)) or not (min_mass >= 0) or math.isinf(min_mass):
         raise ValueError(f"min_mass: expected a finite float >= 0, got {min_mass!r}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    bk = _pick("patch_centroid_chamfer", backend, a.device)
+    bk = _pick("patch_centroid_chamfer", backend, a.device, a.dtype)
     if bk == "reference":
         return _ref.patch_centroid_chamfer(a, b, tuple(ps), float(min_mass), reduction)
     return _ops(bk).patch_centroid_chamfer(a, b, [int(p) for p in ps], float(min_mass), reduction)
@@ -298,7 +305,7 @@ def boundary_chamfer(a, b, reduction: str = "mean", *, backend: str = "auto"):
     if b.device != a.device:
         raise ValueError(f"b: expected a tensor on {a.device} like a, got {b.device}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    bk = _pick("boundary_chamfer", backend, a.device)
+    bk = _pick("boundary_chamfer", backend, a.device, a.dtype)
     if bk == "reference":
         return _ref.boundary_chamfer(a, b, reduction)
     return _ops(bk).boundary_chamfer(a, b, reduction)

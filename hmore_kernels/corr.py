@@ -113,8 +113,15 @@ def _ops(backend):
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
 
 
-def _pick(op, backend, device):
-    b = _backends.resolve(op, backend, device, _IMPL)
+# backend="auto" on a GPU, per op, until GPU benchmarks decide: cuBLAS (through at::baddbmm) for the
+# volume and pyramid; the CUDA lookup keeps its window reads in L1; Triton loads 32-channel chunks of D
+# in the memory-free lookup and local_corr where the CUDA kernels loop over D with scalar loads.
+_CUDA_AUTO = {"corr_volume": "cuda", "corr_pyramid": "cuda", "corr_lookup": "cuda",
+              "corr_lookup_otf": "triton", "local_corr": "triton"}
+
+
+def _pick(op, backend, device, dtype=None):
+    b = _backends.resolve(op, backend, device, _IMPL, _CUDA_AUTO[op], dtype=dtype, gpu_float64=False)
     if b == "triton":
         # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
         try:
@@ -139,7 +146,7 @@ def corr_volume(fmap1: torch.Tensor, fmap2: torch.Tensor, scale: float | None = 
     """
     _check_pair(fmap1, fmap2)
     scale = _check_scale(scale)
-    b = _pick("corr_volume", backend, fmap1.device)
+    b = _pick("corr_volume", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_volume(fmap1, fmap2, scale)
     return _ops(b).corr_volume(fmap1, fmap2, scale)
@@ -159,7 +166,7 @@ def corr_pyramid(
     _check_pair(fmap1, fmap2)
     _check_int(num_levels, "num_levels", 1)
     scale = _check_scale(scale)
-    b = _pick("corr_pyramid", backend, fmap1.device)
+    b = _pick("corr_pyramid", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_pyramid(fmap1, fmap2, num_levels, scale)
     return list(_ops(b).corr_pyramid(fmap1, fmap2, num_levels, scale))
@@ -201,7 +208,7 @@ def corr_lookup(
     _check_int(radius, "radius", 0)
     _check_layout(layout)
     det = _deterministic(deterministic)
-    b = _pick("corr_lookup", backend, coords.device)
+    b = _pick("corr_lookup", backend, coords.device, pyramid[0].dtype if len(pyramid) else None)
     if b == "reference":
         return _ref.corr_lookup(list(pyramid), coords, radius, layout)
     return _ops(b).corr_lookup(list(pyramid), coords, radius, layout, det)
@@ -240,7 +247,7 @@ def corr_lookup_otf(
     scale = _check_scale(scale)
     _check_layout(layout)
     det = _deterministic(deterministic)
-    b = _pick("corr_lookup_otf", backend, fmap1.device)
+    b = _pick("corr_lookup_otf", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_lookup_otf(fmap1, fmap2, coords, radius, num_levels, scale, layout)
     return _ops(b).corr_lookup_otf(fmap1, fmap2, coords, radius, num_levels, scale, layout, det)
@@ -274,7 +281,7 @@ def local_corr(
     _check_int(stride, "stride", 1)
     _check_int(dilation, "dilation", 1)
     scale = _check_scale(scale)
-    b = _pick("local_corr", backend, fmap1.device)
+    b = _pick("local_corr", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.local_corr(fmap1, fmap2, max_displacement, stride, dilation, scale)
     return _ops(b).local_corr(fmap1, fmap2, max_displacement, stride, dilation, scale)

@@ -38,6 +38,37 @@ for H, W in [(1, 1), (1, 17), (13, 1), (37, 53), (64, 96)]:
     img = (torch.rand(2, 1, H, W, device=d) * 255).to(torch.uint8)
     hk.canny(img, 50, 150, backend="cuda")
     hk.distance_transform(m, True, backend="cuda")
+    # skeleton
+    j = torch.rand(2, 17, 2, device=d) * torch.tensor([W, H], device=d); c = torch.rand(2, 17, device=d)
+    jr = j.clone().requires_grad_()
+    p, pc, _ = hk.skeleton_points(jr, c, backend="cuda"); p.sum().backward()
+    pc = pc.detach()
+    hk.skeleton_match(p.detach(), pc, m, backend="cuda")
+    hk.skeleton_offset_map(p.detach(), p.detach() + 1, pc, m, backend="cuda")
+    # chamfer (ragged, ties, both directions, both backward modes) and the patch / boundary ops
+    for N, M in [(1, 1), (H * W, 37), (300, 257)]:
+        px = (torch.rand(2, N, 2, device=d) * 64).round().requires_grad_()
+        py = (torch.rand(2, M, 2, device=d) * 64).round().requires_grad_()
+        lx = torch.tensor([N, N // 2], device=d); ly = torch.tensor([M, 0], device=d)
+        for det in (False, True):
+            hk.chamfer_distance(px, py, lx, ly, backend="cuda", deterministic=det).backward()
+        hk.nearest_neighbors(px.detach(), py.detach(), lx, ly, backend="cuda")
+    ea = torch.rand(2, 1, H, W, device=d, requires_grad=True); eb = torch.rand(2, 1, H, W, device=d)
+    fo = torch.randn(2, 2, H, W, device=d, requires_grad=True)
+    cen, mass = hk.patch_centroids(ea, 8, fo, backend="cuda"); (cen.sum() + mass.sum()).backward()
+    hk.patch_centroid_chamfer(ea, eb, backend="cuda").backward()
+    hk.boundary_chamfer(m, torch.rand(2, 1, H, W, device=d) > 0.7, backend="cuda")
+    # correlation: pyramid + lookup (coords far outside too), memory-free lookup, local correlation
+    for dt in (torch.float32, torch.bfloat16):
+        f1 = torch.randn(2, 8, H, W, device=d, dtype=dt, requires_grad=True)
+        f2 = torch.randn(2, 8, H, W, device=d, dtype=dt, requires_grad=True)
+        co = (torch.rand(2, 2, H, W, device=d) * 1.5 - 0.25) * torch.tensor([W, H], device=d).view(1, 2, 1, 1)
+        co.requires_grad_()
+        pyr = hk.corr_pyramid(f1, f2, 3, backend="cuda")
+        hk.corr_lookup(pyr, co, 2, backend="cuda").sum().backward()
+        for det in (False, True):
+            hk.corr_lookup_otf(f1, f2, co, 2, 3, backend="cuda", deterministic=det).sum().backward()
+        hk.local_corr(f1, f2, 3, 2, 1, backend="cuda").sum().backward()
 torch.cuda.synchronize()
 print("sanitize workload done")
 PY
@@ -47,5 +78,7 @@ for tool in memcheck racecheck; do
 done
 
 echo "== benchmarks"
-"$PY" -m benchmarks.bench_edges 2>&1 | tee "$OUT/bench.log" | tail -n 60
+for b in edges corr chamfer skeleton; do
+  timeout 900 "$PY" -m benchmarks.bench_$b 2>&1 | tee "$OUT/bench_$b.log" | tail -n 40
+done
 cp benchmarks/results/*.csv "$OUT/" 2>/dev/null || true
