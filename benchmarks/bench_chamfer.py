@@ -24,6 +24,13 @@ Three parts:
   over shifts, scalings, rotations and elastic warps of the 368x496 mask: Spearman rank correlation
   per family and overall, printed and saved to benchmarks/results/chamfer_tracking.{csv,json}.
 
+On a CUDA device (the default where one is present; CPU behaviour unchanged): our backends are cuda and
+triton; where torch.cdist's full matrix is too big (64k x 64k: 16 GB per cloud) the "cdist" baseline is
+torch.cdist + min chunked over x rows (8192 rows at B = 1, 1024 at B = 8; said in the row's note);
+nearest_neighbors rows (ours, reference, chunked cdist + min) are added; patch_centroid_chamfer gets
+x_boundary (boundary_chamfer time of the same backend / its time); out-of-memory rows are "skipped"; the
+tracking files are written as chamfer_tracking_<device>.{csv,json}. ``--gpu-quick`` = ``--quick``.
+
 Timing rows go to benchmarks/results/<device>.csv through benchmarks/common.py. The Triton interpreter
 is never timed.
 """
@@ -50,6 +57,8 @@ OURS = ("cpu", "cuda", "triton")
 MODES = {
     "default": dict(warmup=1, min_runs=5, min_time=0.5, max_runs=30, max_time=6.0, floor_runs=3, max_call=8.0),
     "quick": dict(warmup=1, min_runs=3, min_time=0.05, max_runs=5, max_time=0.5, floor_runs=2, max_call=1.0),
+    # GPU (device cuda, no --quick): fewer seconds per row so the whole run stays within minutes.
+    "gpu": dict(warmup=2, min_runs=5, min_time=0.2, max_runs=30, max_time=3.0, floor_runs=3, max_call=8.0),
 }
 POINT_SIZES = [(1, 1024), (8, 1024), (1, 8192), (8, 8192), (1, 65536), (8, 65536)]
 POINT_SIZES_QUICK = [(1, 1024), (1, 8192)]
@@ -60,6 +69,11 @@ REF_MAX_PAIRS = 8 * 8192 * 8192  # the reference is O(B N M) in time (chunked in
 # Targets of the issue (CPU): chamfer_distance >= 5x torch.cdist + min at 8k x 8k; patch_centroid_chamfer
 # >= 50x the exact point Chamfer (chamfer_distance on the boundary pixel lists) at 368x496.
 MIN_X_CDIST, MIN_X_POINT = 5.0, 50.0
+# GPU (see bench_points / GPU notes): torch.cdist + min is chunked over x rows where the full matrix is
+# too big, each chunk's [B, rows, M] float32 matrix at most CDIST_CHUNK_BYTES (8192 rows at 64k, B = 1).
+# Target: chamfer_distance >= 5x that baseline at 64k x 64k, B = 1 and 8.
+CDIST_CHUNK_BYTES = 2 << 30
+GPU_TARGET_SIZES = ("B1x64k", "B8x64k")
 RESULTS = common.RESULTS_DIR
 
 
@@ -190,6 +204,36 @@ def cdist_chamfer_lists(xs, ys):
     return tot / len(xs)
 
 
+def cdist_rows(B, N, M, limit=CDIST_CHUNK_BYTES, most=8192):
+    """Rows of x per torch.cdist chunk: at most ``most``, and a [B, rows, M] float32 block <= ``limit``."""
+    return max(1, min(most, N, limit // max(1, B * M * 4)))
+
+
+def cdist_chamfer_chunked(x, y, rows):
+    """cdist_chamfer computed over chunks of ``rows`` points of x (one pass: each chunk's distance block
+    gives its rows' minima and a running column minimum); the same numbers without the [B, N, M] matrix."""
+    N = x.shape[1]
+    row_min, col_min = [], None
+    for i in range(0, N, rows):
+        d = torch.cdist(x[:, i:i + rows], y)
+        row_min.append(d.amin(2))
+        m = d.amin(1)
+        col_min = m if col_min is None else torch.minimum(col_min, m)
+        del d
+    rm = torch.cat(row_min, 1)
+    return (rm.square().mean(1) + col_min.square().mean(1)).mean()
+
+
+def cdist_nearest_chunked(x, y, rows):
+    """nearest_neighbors by torch.cdist + min over chunks of x rows: (squared distance, index)."""
+    ds, idx = [], []
+    for i in range(0, x.shape[1], rows):
+        v, j = torch.cdist(x[:, i:i + rows], y).min(2)
+        ds.append(v.square())
+        idx.append(j)
+    return torch.cat(ds, 1), torch.cat(idx, 1)
+
+
 def scipy_chamfer(xs, ys, squared):
     from scipy.spatial import cKDTree
 
@@ -236,9 +280,23 @@ class Runner:
             row["peak_mib"] = peak_mib(fn, self.device)
             row["status"] = "ok"
         except Exception as e:  # a failing implementation is a row, not a crash of the benchmark
-            row.update(status="error", note=first_line(e))
-            traceback.print_exc(file=sys.stderr)
+            if self.device.type == "cuda" and (isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()):
+                # GPU out of memory: a skipped row (the cache is emptied below); the run goes on
+                row.update(status="skipped", note=f"out of memory: {first_line(e)}"[:160])
+            else:
+                row.update(status="error", note=first_line(e))
+                traceback.print_exc(file=sys.stderr)
+        finally:
+            if self.device.type == "cuda":
+                import gc
+
+                gc.collect()
+                torch.cuda.empty_cache()
         self.rows.append(row)
+        if self.device.type == "cuda":
+            print(f"  {op:<22} {size:<14} {kind:<8} {impl:<10} {common.fmt(row.get('median_ms')):>9} ms  "
+                  f"peak {common.fmt(row.get('peak_mib')):>8} MiB  {'' if row['status'] == 'ok' else row['status']} "
+                  f"{row.get('note', '')[:60]}", file=sys.stderr, flush=True)
         return row
 
 
@@ -269,10 +327,26 @@ def bench_points(run: Runner, ours, quick):
 
             run.time("chamfer_distance", size, shape, "float32", "fwd+bwd", b, step)
         too_big = B * n * n * 4 > CDIST_MAX_BYTES
-        run.time("chamfer_distance", size, shape, "float32", "fwd", "cdist", lambda: cdist_chamfer(x, y),
-                 skip=f"torch.cdist needs a {B * n * n * 4 / 1e9:.1f} GB distance matrix" if too_big else None)
+        if dev.type == "cuda" and too_big:
+            # GPU: the issue's baseline at 64k x 64k is still torch.cdist + min, chunked over x rows.
+            rows_ = cdist_rows(B, n, n)
+            run.time("chamfer_distance", size, shape, "float32", "fwd", "cdist", lambda: cdist_chamfer_chunked(x, y, rows_),
+                     note=f"chunked: torch.cdist + min over {rows_} rows of x at a time (full matrix {B * n * n * 4 / 1e9:.1f} GB)")
+        else:
+            run.time("chamfer_distance", size, shape, "float32", "fwd", "cdist", lambda: cdist_chamfer(x, y),
+                     skip=f"torch.cdist needs a {B * n * n * 4 / 1e9:.1f} GB distance matrix" if too_big else None)
         run.time("chamfer_distance", size, shape, "float32", "fwd", "reference", lambda: ref.chamfer_distance(x, y),
                  skip="O(B N M) time: minutes at this size" if B * n * n > REF_MAX_PAIRS or (quick and n > 1024) else None)
+        if dev.type == "cuda":
+            # nearest_neighbors (GPU only: the CPU rows stay as committed): ours, the reference and
+            # torch.cdist + min (chunked like the Chamfer baseline where the full matrix is too big).
+            for b in ours:
+                run.time("nearest_neighbors", size, shape, "float32", "fwd", b, lambda b=b: hk.nearest_neighbors(x, y, backend=b))
+            rows_ = cdist_rows(B, n, n) if too_big else n
+            run.time("nearest_neighbors", size, shape, "float32", "fwd", "cdist", lambda: cdist_nearest_chunked(x, y, rows_),
+                     note=f"chunked: {rows_} rows of x at a time" if too_big else "")
+            run.time("nearest_neighbors", size, shape, "float32", "fwd", "reference", lambda: ref.nearest_neighbors(x, y),
+                     skip="O(B N M) time: minutes at this size" if B * n * n > REF_MAX_PAIRS or (quick and n > 1024) else None)
         xs = [t.cpu().numpy().astype(np.float64) for t in x]
         ys = [t.cpu().numpy().astype(np.float64) for t in y]
         run.time("chamfer_distance", size, shape, "float32", "fwd", "scipy", lambda: scipy_chamfer(xs, ys, True))
@@ -336,6 +410,15 @@ def bench_maps(run: Runner, ours, quick, mask512):
             c = pt.get((r["size"], "cdist"))
             if c:
                 r["x_cdist"] = c / r["median_ms"]
+    if dev.type == "cuda":
+        # GPU: patch_centroid_chamfer against the exact boundary Chamfer of the same maps and backend
+        bc = {(r["size"], r["impl"]): r["median_ms"] for r in run.rows
+              if r["op"] == "boundary_chamfer" and r.get("status") == "ok" and r["kind"] == "fwd"}
+        for r in run.rows:
+            if r["op"] == "patch_centroid_chamfer" and r.get("status") == "ok" and r["kind"] == "fwd":
+                q = bc.get((r["size"], r["impl"]))
+                if q:
+                    r["x_boundary"] = q / r["median_ms"]
 
 
 def tracking(device, mask512, quick):
@@ -373,15 +456,17 @@ def tracking(device, mask512, quick):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few repeats")
+    ap.add_argument("--gpu-quick", action="store_true", help="the same as --quick (a GPU smoke run)")
     ap.add_argument("--no-save", action="store_true", help="do not append rows to benchmarks/results")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parts", default="points,maps,tracking")
     args = ap.parse_args(argv)
+    args.quick = args.quick or args.gpu_quick
     device = torch.device(args.device)
     threads = common.set_threads(args.threads)
     meta = common.metadata(device, threads)
-    mode = MODES["quick" if args.quick else "default"]
+    mode = MODES["quick" if args.quick else ("gpu" if device.type == "cuda" else "default")]
     ours, skipped = our_backends(device)
     parts = set(args.parts.split(","))
     print(f"device {meta['device']}, {threads} threads, load {meta['loadavg']}, commit {meta['commit']}; "
@@ -396,7 +481,10 @@ def main(argv=None):
         cols = [("op", "op"), ("size", "size"), ("kind", "kind"), ("impl", "impl"), ("status", "status"),
                 ("median_ms", "median ms"), ("iqr_ms", "IQR ms"), ("runs", "runs"), ("peak_mib", "peak MiB"),
                 ("x_cdist", "x cdist"), ("x_scipy", "x scipy"), ("x_point", "x point"), ("note", "note")]
-        common.print_table(run.rows, cols, right={"median_ms", "iqr_ms", "runs", "peak_mib", "x_cdist", "x_scipy", "x_point"})
+        if device.type == "cuda":
+            cols.insert(-1, ("x_boundary", "x boundary"))
+        common.print_table(run.rows, cols, right={"median_ms", "iqr_ms", "runs", "peak_mib", "x_cdist", "x_scipy", "x_point",
+                                                  "x_boundary"})
         targets(run.rows, device)
         if not args.no_save:
             mode_name = "quick" if args.quick else "default"
@@ -414,17 +502,21 @@ def main(argv=None):
             import csv
 
             RESULTS.mkdir(parents=True, exist_ok=True)
-            with open(RESULTS / "chamfer_tracking.csv", "w", newline="") as f:
+            # The CPU files are committed; a GPU run writes its own (suffixed by the device) beside them.
+            stem = "chamfer_tracking" if device.type == "cpu" else f"chamfer_tracking_{common.slugify(meta['device'])}"
+            with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
                 w.writerows(rows)
-            with open(RESULTS / "chamfer_tracking.json", "w") as f:
+            with open(RESULTS / f"{stem}.json", "w") as f:
                 json.dump(dict(summary=summary, image="skimage astronaut person mask, 368x496", mode="quick" if args.quick else "default",
                                commit=meta["commit"], device=meta["device"]), f, indent=2)
-            print(f"saved {RESULTS / 'chamfer_tracking.csv'} and .json")
+            print(f"saved {RESULTS / (stem + '.csv')} and .json")
 
 
 def targets(rows, device):
+    if device.type == "cuda":
+        return gpu_targets(rows)
     if device.type != "cpu":
         return
     print()
@@ -440,6 +532,30 @@ def targets(rows, device):
                 if v:
                     print(f"target patch_centroid_chamfer cpu >= {MIN_X_POINT}x exact point Chamfer ({what} on the boundary "
                           f"pixel lists) at {r['size']}: {v:.1f}x  {'PASS' if v >= MIN_X_POINT else 'MISS'}")
+
+
+def gpu_targets(rows):
+    """GPU: chamfer_distance >= 5x torch.cdist + min (chunked) at 64k x 64k for every GPU backend, B = 1 and 8;
+    patch_centroid_chamfer against the exact Chamfer (boundary_chamfer and the point Chamfer) on the GPU."""
+    print()
+    for r in rows:
+        if r["op"] == "chamfer_distance" and r["size"] in GPU_TARGET_SIZES and r["kind"] == "fwd" and r["impl"] in ("cuda", "triton"):
+            v = r.get("x_cdist")
+            if r.get("status") != "ok" or not v:
+                print(f"target chamfer_distance {r['impl']} >= {MIN_X_CDIST}x torch.cdist+min (chunked) at {r['size']}: n/a "
+                      f"({r.get('status')}: {r.get('note', '')[:60]})")
+                continue
+            print(f"target chamfer_distance {r['impl']} >= {MIN_X_CDIST}x torch.cdist+min (chunked) at {r['size']}: {v:.1f}x  "
+                  f"{'PASS' if v >= MIN_X_CDIST else 'MISS'}")
+    for r in rows:
+        if r["op"] == "patch_centroid_chamfer" and r["kind"] == "fwd" and r["impl"] in ("cuda", "triton") and r.get("status") == "ok":
+            parts = []
+            for key, what in (("x_boundary", "boundary_chamfer (same backend)"), ("x_point", "point Chamfer (our chamfer_distance)"),
+                              ("x_cdist", "point Chamfer (torch.cdist + min)")):
+                if r.get(key):
+                    parts.append(f"{r[key]:.1f}x {what}")
+            print(f"patch_centroid_chamfer {r['impl']} at {r['size']}: " + ("; ".join(parts) or "no exact row to compare")
+                  + f" (CPU target >= {MIN_X_POINT:g}x the point Chamfer)")
 
 
 if __name__ == "__main__":
