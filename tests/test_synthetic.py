@@ -337,6 +337,22 @@ def test_dataset_items_and_splits():
         SyntheticPairs("train", -1, cfg)
 
 
+def test_dataset_item_values_match_clip():
+    """The fast conversions of __getitem__ (channel extraction, uint8 -> [0, 1] table) give exactly the
+    clip's arrays, channels first, and frames as float32 x / 255."""
+    cfg = SyntheticConfig(height=64, width=96)
+    ds = SyntheticPairs("val", 3, cfg)
+    item = ds[2]
+    c = render_pair(ds.seed(2), cfg)
+    fr = torch.from_numpy(c.frames).permute(0, 3, 1, 2).float().div_(255.0)
+    assert torch.equal(item["frame0"], fr[0]) and torch.equal(item["frame1"], fr[1])
+    for k in ("world_flow", "local_flow", "background_flow"):
+        want = torch.from_numpy(getattr(c, k)[0]).permute(2, 0, 1)
+        assert item[k].is_contiguous() and torch.equal(item[k], want), k
+    assert torch.equal(item["instances0"], torch.from_numpy(c.instances[0:1].astype(np.int64)))
+    assert item["seed"].dtype == torch.int64 and item["seed"].shape == () and int(item["seed"]) == ds.seed(2)
+
+
 def test_large_resolution():
     c = render_pair(57, SyntheticConfig(height=368, width=496))
     assert c.frames.shape == (2, 368, 496, 3)
