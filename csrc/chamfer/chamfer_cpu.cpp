@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #if defined(__SSE2__) && !defined(HMORE_CHAMFER_NO_SIMD)
@@ -63,6 +64,10 @@ inline int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, kTaskWork / std::max<int64_t>(work_per_item, 1));
 }
 constexpr int64_t kYTile = 1024;
+// Pruned D = 2 search (nn_pruned): strip size = kStripScale * sqrt(points), and the brute-force work
+// sum_b n_b * m_b from which the pruned path is used automatically (measured, see nn_pruned).
+constexpr double kStripScale = 1.0;
+constexpr int64_t kPrunedMinWork = int64_t{1} << 20;
 
 // ---- argument checks (shared by forward and backward) -------------------------------------------
 void check_points(const at::Tensor& t, const char* name) {
@@ -315,6 +320,186 @@ void nn_dispatch(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, in
 
 // Both directions: (dx [B, N], ix [B, N], dy [B, M], iy [B, M]) as int32 indices.
 // HMORE_CHAMFER_CPU_TWO_PASS=1 runs y -> x as its own pass instead (kept for the benchmark's comparison).
+// ---- spatially pruned exact search for D = 2 ------------------------------------------------------
+// Brute force costs N * M distances; for large 2-D clouds (pixel coordinates of boundary points) most
+// of them are provably useless. Each cloud is cut into vertical strips of ~sqrt(n) points (contiguous
+// chunks of its x-sorted order), each strip sorted by y, with the strip's actual min / max x kept. A
+// query visits the strip at its x, then strips outward left / right while the strip's x-gap squared is
+// <= the best distance so far; inside a strip it binary-searches its y and walks up / down while the
+// y-gap squared is <= best. A vertical line of points (all in strips of x-gap 0) costs O(sqrt(n) log n)
+// per query, not O(n).
+//
+// Exactness (same distances, same indices as brute force): every candidate's distance is computed by
+// sqdist2 exactly as in the brute-force tile; the bounds are rounded the same way and are provably <=
+// it: for p in a strip left of q, p.x <= hi so fl(q.x - p.x) >= fl(q.x - hi) >= 0 (rounding is
+// monotone), hence fl(dx*dx) >= fl(g*g) and fl(fl(dx*dx) + fl(dy*dy)) >= fl(dx*dx); likewise for y.
+// A candidate is skipped only when its bound is STRICTLY greater than the best, so every candidate at
+// the best distance is evaluated, and the update (d < best, or d == best with a lower index) is the
+// lexicographic rule of nn_merge: the result is independent of the visiting order, i.e. exactly the
+// brute-force answer (lowest index among the minima; +inf distances never accepted). Non-finite
+// coordinates (NaN would break the sort) send the whole call to brute force.
+template <typename T>
+struct Strips {
+  std::vector<T> px, py;          // coordinates in strip order (strips by x, y ascending inside)
+  std::vector<int32_t> id;        // original index
+  std::vector<int64_t> start;     // strip k = [start[k], start[k + 1])
+  std::vector<T> lo, hi;          // min / max x of strip k (non-decreasing in k)
+  bool finite = true;
+
+  void build(const T* c0, const T* c1, int64_t n) {
+    std::vector<int32_t> o(static_cast<size_t>(n));
+    std::iota(o.begin(), o.end(), 0);
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(c0[i]) || !std::isfinite(c1[i])) {
+        finite = false;
+        return;
+      }
+    std::sort(o.begin(), o.end(), [&](int32_t a, int32_t b) { return c0[a] < c0[b] || (c0[a] == c0[b] && a < b); });
+    const int64_t S = std::max<int64_t>(8, static_cast<int64_t>(std::sqrt(double(n)) * kStripScale));
+    const int64_t ns = (n + S - 1) / S;
+    start.resize(size_t(ns + 1));
+    lo.resize(size_t(ns));
+    hi.resize(size_t(ns));
+    px.resize(size_t(n));
+    py.resize(size_t(n));
+    id.resize(size_t(n));
+    for (int64_t k = 0; k < ns; ++k) {
+      const int64_t a = k * S, e = std::min(n, a + S);
+      start[size_t(k)] = a;
+      lo[size_t(k)] = c0[o[size_t(a)]];
+      hi[size_t(k)] = c0[o[size_t(e - 1)]];
+      std::sort(o.begin() + a, o.begin() + e,
+                [&](int32_t u, int32_t v) { return c1[u] < c1[v] || (c1[u] == c1[v] && u < v); });
+      for (int64_t j = a; j < e; ++j) {
+        const int32_t u = o[size_t(j)];
+        px[size_t(j)] = c0[u];
+        py[size_t(j)] = c1[u];
+        id[size_t(j)] = u;
+      }
+    }
+    start[size_t(ns)] = n;
+  }
+
+  // Nearest point of this cloud to (q0, q1): (best, bj) with the tie rule; (+inf, -1) when none.
+  inline void query(T q0, T q1, T& best, int32_t& bj) const {
+    const int64_t ns = static_cast<int64_t>(lo.size());
+    if (ns == 0) return;
+    int64_t s = std::lower_bound(hi.begin(), hi.end(), q0) - hi.begin();  // first strip with hi >= q0
+    if (s == ns) s = ns - 1;
+    scan(s, q0, q1, best, bj);
+    // Strips left of s have hi < q0, strips right of s have lo >= hi[s] >= q0 (or s is the last one).
+    int64_t l = s - 1, r = s + 1;
+    bool lok = l >= 0, rok = r < ns;
+    while (lok || rok) {
+      if (lok) {
+        const T g = q0 - hi[size_t(l)];
+        if (g * g > best) {
+          lok = false;
+        } else {
+          scan(l, q0, q1, best, bj);
+          lok = --l >= 0;
+        }
+      }
+      if (rok) {
+        const T g = lo[size_t(r)] - q0;
+        if (g * g > best) {
+          rok = false;
+        } else {
+          scan(r, q0, q1, best, bj);
+          rok = ++r < ns;
+        }
+      }
+    }
+  }
+
+  inline void scan(int64_t k, T q0, T q1, T& best, int32_t& bj) const {
+    const int64_t a = start[size_t(k)], e = start[size_t(k + 1)];
+    const T* y = py.data();
+    const int64_t p = std::lower_bound(y + a, y + e, q1) - y;
+    for (int64_t j = p; j < e; ++j) {
+      const T g = y[j] - q1;
+      if (g * g > best) break;
+      take(sqdist2<T>(q0, q1, px[size_t(j)], y[j]), id[size_t(j)], best, bj);
+    }
+    for (int64_t j = p - 1; j >= a; --j) {
+      const T g = q1 - y[j];
+      if (g * g > best) break;
+      take(sqdist2<T>(q0, q1, px[size_t(j)], y[j]), id[size_t(j)], best, bj);
+    }
+  }
+
+  static inline void take(T d, int32_t j, T& best, int32_t& bj) {
+    if (d < best || (d == best && j < bj)) {  // bj = -1 with best = +inf: an +inf distance never wins
+      best = d;
+      bj = j;
+    }
+  }
+};
+
+// Pruned x -> y (and y -> x if both) for D = 2. Returns false (nothing written) when a coordinate is
+// not finite; the caller then runs brute force.
+template <typename T>
+bool nn_pruned(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, const std::vector<int64_t>& nxl,
+               const std::vector<int64_t>& nyl, bool both, T* rbest, int32_t* ridx, T* cbest, int32_t* cidx) {
+  // Both clouds get strips: the target's for searching, the query cloud's for visiting queries in
+  // spatial order (consecutive queries touch the same strips: cache locality).
+  std::vector<Strips<T>> sx(static_cast<size_t>(B)), sy(static_cast<size_t>(B));
+  at::parallel_for(0, 2 * B, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t >> 1;
+      if (t & 1)
+        sy[size_t(b)].build(ys_ + b * 2 * M, ys_ + b * 2 * M + M, nyl[size_t(b)]);
+      else
+        sx[size_t(b)].build(xs_ + b * 2 * N, xs_ + b * 2 * N + N, nxl[size_t(b)]);
+    }
+  });
+  for (int64_t b = 0; b < B; ++b)
+    if (!sx[size_t(b)].finite || !sy[size_t(b)].finite) return false;
+  // Tasks: (direction, batch, block of kQBlock queries in strip order). Each query writes its own
+  // output slot: deterministic for any thread count.
+  constexpr int64_t kQBlock = 256;
+  const int64_t bx = (N + kQBlock - 1) / kQBlock, by = (M + kQBlock - 1) / kQBlock;
+  const int64_t nt = B * bx + (both ? B * by : 0);
+  at::parallel_for(0, nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const bool rev = t >= B * bx;
+      const int64_t u = rev ? t - B * bx : t, nb = rev ? by : bx;
+      const int64_t b = u / nb, q0 = (u - b * nb) * kQBlock;
+      const Strips<T>& Q = rev ? sy[size_t(b)] : sx[size_t(b)];
+      const Strips<T>& Tg = rev ? sx[size_t(b)] : sy[size_t(b)];
+      const int64_t nq = static_cast<int64_t>(Q.id.size()), stride = rev ? M : N;
+      T* ob = (rev ? cbest : rbest) + b * stride;
+      int32_t* oi = (rev ? cidx : ridx) + b * stride;
+      for (int64_t k = q0; k < std::min(q0 + kQBlock, nq); ++k) {
+        T best = std::numeric_limits<T>::infinity();
+        int32_t bj = -1;
+        Tg.query(Q.px[size_t(k)], Q.py[size_t(k)], best, bj);
+        ob[Q.id[size_t(k)]] = bj < 0 ? T(0) : best;
+        oi[Q.id[size_t(k)]] = bj;
+      }
+      if (q0 == 0) {  // padding past the length (and every query when the other cloud is empty)
+        for (int64_t i = nq; i < stride; ++i) {
+          ob[i] = T(0);
+          oi[i] = -1;
+        }
+      }
+    }
+  });
+  return true;
+}
+
+// Which nearest-neighbour path: HMORE_CHAMFER_CPU_NN=brute / pruned forces one (tests, benchmarks);
+// otherwise pruned for D = 2 when the brute-force work is large enough to pay for building the strips.
+inline bool use_pruned(int64_t D, const std::vector<int64_t>& nxl, const std::vector<int64_t>& nyl) {
+  if (D != 2) return false;
+  const char* e = std::getenv("HMORE_CHAMFER_CPU_NN");
+  if (e != nullptr && std::string(e) == "brute") return false;
+  if (e != nullptr && std::string(e) == "pruned") return true;
+  int64_t work = 0;
+  for (size_t b = 0; b < nxl.size(); ++b) work += nxl[b] * nyl[b];
+  return work >= kPrunedMinWork;
+}
+
 template <typename T>
 void nn_both(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_t>& nxl,
              const std::vector<int64_t>& nyl, bool both, at::Tensor& dx, at::Tensor& ix, at::Tensor& dy,
@@ -337,6 +522,11 @@ void nn_both(const at::Tensor& x, const at::Tensor& y, const std::vector<int64_t
     }
     return;
   }
+  if (use_pruned(D, nxl, nyl) &&
+      nn_pruned<T>(xs_.data_ptr<T>(), ys_.data_ptr<T>(), B, N, M, nxl, nyl, both, dx.data_ptr<T>(),
+                   ix.data_ptr<int32_t>(), both ? dy.data_ptr<T>() : nullptr,
+                   both ? iy.data_ptr<int32_t>() : nullptr))
+    return;
   static const bool two_pass = [] {
     const char* e = std::getenv("HMORE_CHAMFER_CPU_TWO_PASS");
     return e != nullptr && e[0] == '1';
