@@ -820,3 +820,89 @@ class TestBoundaryChamfer:
             call(bk, "boundary_chamfer", a[0], a[0])
         with pytest.raises(ValueError, match="reduction"):
             call(bk, "boundary_chamfer", a, a, reduction="avg")
+
+
+# ================================================================================================
+class TestPrunedSearch:
+    """The CPU kernel's strip-pruned D = 2 search (auto above ~2^17 pairs) must return exactly what the
+    brute-force scan returns: same squared distances bit for bit, same indices (lowest on ties), both
+    directions, ragged lengths. HMORE_CHAMFER_CPU_NN=brute|pruned forces a path (read on every call)."""
+
+    @staticmethod
+    def _both(monkeypatch, mode, x, y, xl, yl):
+        monkeypatch.setenv("HMORE_CHAMFER_CPU_NN", mode)
+        d, i = torch.ops.hmore.nearest_neighbors(x, y, xl, yl)
+        dr, ir = torch.ops.hmore.nearest_neighbors(y, x, yl, xl)
+        v, cx, cy = torch.ops.hmore.chamfer_distance(x, y, xl, yl, None, None, False, "none", True, False)
+        return d, i, dr, ir, v, cx, cy
+
+    def _check(self, monkeypatch, x, y, xl=None, yl=None, msg=""):
+        p = self._both(monkeypatch, "pruned", x, y, xl, yl)
+        b = self._both(monkeypatch, "brute", x, y, xl, yl)
+        for k, (u, w) in enumerate(zip(p, b)):
+            assert u.dtype == w.dtype and torch.equal(u, w), f"pruned vs brute, output {k}: {msg}"
+        d0, i0 = ref.nearest_neighbors(x, y, xl, yl)
+        dr0, ir0 = ref.nearest_neighbors(y, x, yl, xl)
+        assert torch.equal(p[1], i0) and torch.equal(p[0], d0), f"pruned vs reference x -> y: {msg}"
+        assert torch.equal(p[3], ir0) and torch.equal(p[2], dr0), f"pruned vs reference y -> x: {msg}"
+        assert torch.equal(p[5], i0) and torch.equal(p[6], ir0), f"chamfer indices vs reference: {msg}"
+        return p
+
+    @pytest.fixture(autouse=True)
+    def _cpu(self):
+        skip_unavailable(BackendCase("cpu", "cpu"))
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    @pytest.mark.parametrize("kind", ["uniform", "pixels4096", "grid_ties", "duplicates"])
+    def test_against_brute_and_reference(self, monkeypatch, gen, dtype, kind):
+        integer = {"uniform": None, "pixels4096": 4096, "grid_ties": 12, "duplicates": 40}[kind]
+        for B, N, M in [(5, 700, 650), (2, 1, 300), (1, 2000, 30)]:
+            x, xl = ragged_cloud(gen, B, N, 2, dtype=dtype, integer=integer, dup=kind == "duplicates")
+            y, yl = ragged_cloud(gen, B, M, 2, dtype=dtype, integer=integer, dup=kind == "duplicates")
+            if kind == "uniform":
+                x, y = x * 4096, y * 4096
+            self._check(monkeypatch, x, y, xl, yl, msg=f"{kind} {dtype} {(B, N, M)}")
+            self._check(monkeypatch, x, y, msg=f"{kind} {dtype} {(B, N, M)} full lengths")
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_vertical_and_horizontal_lines(self, monkeypatch, gen, dtype):
+        """All points on one column (every strip has x-gap 0: the worst case of an x sweep) or one row,
+        with many exact ties; and a line against a scattered cloud."""
+        for B, N, M in [(2, 900, 800)]:
+            col_x = torch.randint(0, 300, (B, N), generator=gen).to(dtype)
+            col_y = torch.randint(0, 300, (B, M), generator=gen).to(dtype)
+            x = torch.stack([torch.full_like(col_x, 4095.0), col_x], -1)
+            y = torch.stack([torch.full_like(col_y, 4095.0), col_y], -1)
+            self._check(monkeypatch, x, y, msg="vertical line")
+            self._check(monkeypatch, x.flip(-1), y.flip(-1), msg="horizontal line")
+            cloud = torch.randint(3800, 4097, (B, M, 2), generator=gen).to(dtype)
+            self._check(monkeypatch, x, cloud, torch.tensor([N, 1]), torch.tensor([0, M]), msg="line vs cloud")
+
+    def test_against_ckdtree(self, monkeypatch, gen):
+        monkeypatch.setenv("HMORE_CHAMFER_CPU_NN", "pruned")
+        for integer in (None, 4096, 10):
+            x, xl = ragged_cloud(gen, 3, 600, 2, dtype=torch.float64, integer=integer)
+            y, yl = ragged_cloud(gen, 3, 500, 2, dtype=torch.float64, integer=integer)
+            d, i = torch.ops.hmore.nearest_neighbors(x, y, xl, yl)
+            d0, i0 = kdtree_nn(x, y, xl, yl)
+            assert torch.equal(i, torch.from_numpy(i0)), f"pruned vs cKDTree indices, integer={integer}"
+            assert_close(d, torch.from_numpy(d0), rtol=1e-12, atol=1e-12, msg=f"pruned vs cKDTree, integer={integer}")
+
+    def test_non_finite_falls_back(self, monkeypatch, gen):
+        """NaN / inf coordinates cannot be sorted into strips: the call must give brute force's answer."""
+        x, y = torch.rand(2, 300, 2, generator=gen) * 100, torch.rand(2, 400, 2, generator=gen) * 100
+        x[1, 5, 0] = float("nan")
+        y[0, 7, 1] = float("inf")
+        p = self._both(monkeypatch, "pruned", x, y, None, None)
+        b = self._both(monkeypatch, "brute", x, y, None, None)
+        for u, w in zip(p, b):
+            assert torch.equal(u.nan_to_num(), w.nan_to_num())
+
+    def test_auto_uses_pruned_on_large_clouds(self, monkeypatch, gen):
+        """The automatic choice (no env var) on a 2-D cloud above the threshold equals brute force."""
+        x = torch.randint(0, 512, (1, 1500, 2), generator=gen).float()
+        y = torch.randint(0, 512, (1, 1400, 2), generator=gen).float()
+        monkeypatch.delenv("HMORE_CHAMFER_CPU_NN", raising=False)
+        auto = torch.ops.hmore.chamfer_distance(x, y, None, None, None, None, False, "none", True, False)
+        brute = self._both(monkeypatch, "brute", x, y, None, None)
+        assert torch.equal(auto[0], brute[4]) and torch.equal(auto[1], brute[5]) and torch.equal(auto[2], brute[6])

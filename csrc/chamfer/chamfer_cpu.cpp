@@ -65,9 +65,11 @@ inline int64_t grain_for(int64_t work_per_item) {
 }
 constexpr int64_t kYTile = 1024;
 // Pruned D = 2 search (nn_pruned): strip size = kStripScale * sqrt(points), and the brute-force work
-// sum_b n_b * m_b from which the pruned path is used automatically (measured, see nn_pruned).
+// sum_b n_b * m_b from which the pruned path is used automatically. Measured on 1 thread, uniform
+// integer clouds, one call: 256 x 256 brute 66 us / pruned 52 us, 1k x 1k 525 / 446 us, 2k x 2k
+// 2.2 / 1.05 ms; at 128 x 128 brute is ahead (the strips cost their sorts), so the switch is at 2^17.
 constexpr double kStripScale = 1.0;
-constexpr int64_t kPrunedMinWork = int64_t{1} << 20;
+constexpr int64_t kPrunedMinWork = int64_t{1} << 17;
 
 // ---- argument checks (shared by forward and backward) -------------------------------------------
 void check_points(const at::Tensor& t, const char* name) {
