@@ -893,10 +893,11 @@ class TestPrunedSearch:
         x, y = torch.rand(2, 300, 2, generator=gen) * 100, torch.rand(2, 400, 2, generator=gen) * 100
         x[1, 5, 0] = float("nan")
         y[0, 7, 1] = float("inf")
-        p = self._both(monkeypatch, "pruned", x, y, None, None)
-        b = self._both(monkeypatch, "brute", x, y, None, None)
-        for u, w in zip(p, b):
-            assert torch.equal(u.nan_to_num(), w.nan_to_num())
+        for xx, yy in ((x, y), (x[1:], y[1:]), (x[:1], y[:1])):  # B = 2 and B = 1 take different paths
+            p = self._both(monkeypatch, "pruned", xx, yy, None, None)
+            b = self._both(monkeypatch, "brute", xx, yy, None, None)
+            for u, w in zip(p, b):
+                assert torch.equal(u.nan_to_num(), w.nan_to_num())
 
     def test_auto_uses_pruned_on_large_clouds(self, monkeypatch, gen):
         """The automatic choice (no env var) on a 2-D cloud above the threshold equals brute force."""

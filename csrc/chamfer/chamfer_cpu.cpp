@@ -31,6 +31,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -462,20 +463,64 @@ bool nn_pruned(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, cons
   // problems run inline. Work units: ~log2(n) comparisons per point to build, ~64 per query.
   const int64_t nmax = std::max<int64_t>(std::max<int64_t>(N, M), 2);
   const int64_t lg = 64 - __builtin_clzll(static_cast<unsigned long long>(nmax));
-  at::parallel_for(0, 2 * B, grain_for(nmax * lg), [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t >> 1;
-      if (t & 1)
-        sy[size_t(b)].build(ys_ + b * 2 * M, ys_ + b * 2 * M + M, nyl[size_t(b)]);
-      else
-        sx[size_t(b)].build(xs_ + b * 2 * N, xs_ + b * 2 * N + N, nxl[size_t(b)]);
+  constexpr int64_t kQBlock = 256;
+  // Queries [k0, k1) (in the query cloud's strip order) of batch b, direction x -> y or (rev) y -> x.
+  // Each query writes its own output slot: deterministic for any thread count.
+  auto answer = [&](int64_t b, bool rev, int64_t k0, int64_t k1) {
+    const Strips<T>& Q = rev ? sy[size_t(b)] : sx[size_t(b)];
+    const Strips<T>& Tg = rev ? sx[size_t(b)] : sy[size_t(b)];
+    const int64_t nq = static_cast<int64_t>(Q.id.size()), stride = rev ? M : N;
+    T* ob = (rev ? cbest : rbest) + b * stride;
+    int32_t* oi = (rev ? cidx : ridx) + b * stride;
+    for (int64_t k = k0; k < std::min(k1, nq); ++k) {
+      T best = std::numeric_limits<T>::infinity();
+      int32_t bj = -1;
+      Tg.query(Q.px[size_t(k)], Q.py[size_t(k)], best, bj);
+      ob[Q.id[size_t(k)]] = bj < 0 ? T(0) : best;
+      oi[Q.id[size_t(k)]] = bj;
     }
+    if (k0 == 0) {  // padding past the length (and every query when the other cloud is empty)
+      for (int64_t i = nq; i < stride; ++i) {
+        ob[i] = T(0);
+        oi[i] = -1;
+      }
+    }
+  };
+  auto build = [&](int64_t t) {  // t = 2 b (x) or 2 b + 1 (y)
+    const int64_t b = t >> 1;
+    if (t & 1)
+      sy[size_t(b)].build(ys_ + b * 2 * M, ys_ + b * 2 * M + M, nyl[size_t(b)]);
+    else
+      sx[size_t(b)].build(xs_ + b * 2 * N, xs_ + b * 2 * N + N, nxl[size_t(b)]);
+  };
+  if (B >= 2 && B >= at::get_num_threads()) {
+    // Enough batch elements: one parallel region (each region may cost a time slice), a task per
+    // batch element doing its builds and all its queries. Outputs of a batch element with a
+    // non-finite coordinate may be left half written: the caller's brute force overwrites them all.
+    std::atomic<bool> ok{true};
+    at::parallel_for(0, B, grain_for(nmax * (lg + 64)), [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        build(2 * b);
+        build(2 * b + 1);
+        if (!sx[size_t(b)].finite || !sy[size_t(b)].finite) {
+          ok = false;
+          continue;
+        }
+        answer(b, false, 0, N);
+        if (both) answer(b, true, 0, M);
+        // the strips of a finished batch element are no longer needed
+        sx[size_t(b)] = Strips<T>();
+        sy[size_t(b)] = Strips<T>();
+      }
+    });
+    return ok.load();
+  }
+  at::parallel_for(0, 2 * B, grain_for(nmax * lg), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) build(t);
   });
   for (int64_t b = 0; b < B; ++b)
     if (!sx[size_t(b)].finite || !sy[size_t(b)].finite) return false;
-  // Tasks: (direction, batch, block of kQBlock queries in strip order). Each query writes its own
-  // output slot: deterministic for any thread count.
-  constexpr int64_t kQBlock = 256;
+  // Tasks: (direction, batch, block of kQBlock queries in strip order).
   const int64_t bx = (N + kQBlock - 1) / kQBlock, by = (M + kQBlock - 1) / kQBlock;
   const int64_t nt = B * bx + (both ? B * by : 0);
   at::parallel_for(0, nt, grain_for(kQBlock * 64), [&](int64_t t0, int64_t t1) {
@@ -483,24 +528,7 @@ bool nn_pruned(const T* xs_, const T* ys_, int64_t B, int64_t N, int64_t M, cons
       const bool rev = t >= B * bx;
       const int64_t u = rev ? t - B * bx : t, nb = rev ? by : bx;
       const int64_t b = u / nb, q0 = (u - b * nb) * kQBlock;
-      const Strips<T>& Q = rev ? sy[size_t(b)] : sx[size_t(b)];
-      const Strips<T>& Tg = rev ? sx[size_t(b)] : sy[size_t(b)];
-      const int64_t nq = static_cast<int64_t>(Q.id.size()), stride = rev ? M : N;
-      T* ob = (rev ? cbest : rbest) + b * stride;
-      int32_t* oi = (rev ? cidx : ridx) + b * stride;
-      for (int64_t k = q0; k < std::min(q0 + kQBlock, nq); ++k) {
-        T best = std::numeric_limits<T>::infinity();
-        int32_t bj = -1;
-        Tg.query(Q.px[size_t(k)], Q.py[size_t(k)], best, bj);
-        ob[Q.id[size_t(k)]] = bj < 0 ? T(0) : best;
-        oi[Q.id[size_t(k)]] = bj;
-      }
-      if (q0 == 0) {  // padding past the length (and every query when the other cloud is empty)
-        for (int64_t i = nq; i < stride; ++i) {
-          ob[i] = T(0);
-          oi[i] = -1;
-        }
-      }
+      answer(b, rev, q0, q0 + kQBlock);
     }
   });
   return true;
