@@ -407,11 +407,12 @@ inline A patch_at(const A* dots, const Patch& pt, int64_t y, int64_t x) {
   return (yy >= 0 && yy < pt.ph && xx >= 0 && xx < pt.pw) ? dots[yy * pt.pw + xx] : A(0);
 }
 
+// dots[yy * ld + xx] = s * <fmap1(p), level(y_lo + yy, x_lo + xx)> over the patch (ld = pw: packed).
 template <typename A>
-void patch_dots(const A* f1p, const A* lvl, int64_t w, int64_t D, const Patch& pt, A s, A* dots) {
+void patch_dots(const A* f1p, const A* lvl, int64_t w, int64_t D, const Patch& pt, A s, A* dots, int64_t ld) {
   for (int64_t yy = 0; yy < pt.ph; ++yy)
     for (int64_t xx = 0; xx < pt.pw; ++xx)
-      dots[yy * pt.pw + xx] = s * dot(f1p, lvl + ((pt.y_lo + yy) * w + pt.x_lo + xx) * D, D);
+      dots[yy * ld + xx] = s * dot(f1p, lvl + ((pt.y_lo + yy) * w + pt.x_lo + xx) * D, D);
 }
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -443,10 +444,10 @@ __attribute__((target("avx2,fma"))) inline void row_dots_avx2(const float* __res
 }
 
 __attribute__((target("avx2,fma"))) void patch_dots_avx2(const float* f1p, const float* lvl, int64_t w, int64_t D,
-                                                         const Patch& pt, float s, float* dots) {
+                                                         const Patch& pt, float s, float* dots, int64_t ld) {
   for (int64_t yy = 0; yy < pt.ph; ++yy) {
     const float* row = lvl + ((pt.y_lo + yy) * w + pt.x_lo) * D;
-    float* o = dots + yy * pt.pw;
+    float* o = dots + yy * ld;
     int64_t x = 0;
     while (x < pt.pw) {
       const int64_t rem = pt.pw - x;
@@ -473,16 +474,16 @@ const bool kHaveAvx2Fma = __builtin_cpu_supports("avx2") && __builtin_cpu_suppor
 
 template <>
 void patch_dots<float>(const float* f1p, const float* lvl, int64_t w, int64_t D, const Patch& pt, float s,
-                       float* dots) {
+                       float* dots, int64_t ld) {
 #ifdef HMORE_CORR_AVX2
   if (kHaveAvx2Fma) {
-    patch_dots_avx2(f1p, lvl, w, D, pt, s, dots);
+    patch_dots_avx2(f1p, lvl, w, D, pt, s, dots, ld);
     return;
   }
 #endif
   for (int64_t yy = 0; yy < pt.ph; ++yy)
     for (int64_t xx = 0; xx < pt.pw; ++xx)
-      dots[yy * pt.pw + xx] = s * dot(f1p, lvl + ((pt.y_lo + yy) * w + pt.x_lo + xx) * D, D);
+      dots[yy * ld + xx] = s * dot(f1p, lvl + ((pt.y_lo + yy) * w + pt.x_lo + xx) * D, D);
 }
 
 template <typename A>
@@ -497,9 +498,12 @@ void otf_forward_kernel(const at::Tensor& f1, const std::vector<at::Tensor>& lv,
   const A* cp = c.data_ptr<A>();
   const A* f1p0 = f1.data_ptr<A>();
   A* op = out.data_ptr<A>();
+  std::vector<const A*> lvp(L);
+  for (int l = 0; l < L; ++l) lvp[l] = lv[l].data_ptr<A>();
+  const int64_t G = n + 2;  // side of the padded window grid
   at::parallel_for(0, B * HW, 1, [&](int64_t begin, int64_t end) {
     Footprint<A> fx(n), fy(n);
-    std::vector<A> dots(static_cast<size_t>(n + 2) * (n + 2)), feat(D);
+    std::vector<A> dots(static_cast<size_t>(n + 2) * (n + 2)), feat(D), grid(static_cast<size_t>(G * G));
     for (int64_t q = begin; q < end; ++q) {
       const int64_t b = q / HW, p = q % HW;
       const A cx = cp[(b * 2) * HW + p], cy = cp[(b * 2 + 1) * HW + p];
@@ -512,15 +516,37 @@ void otf_forward_kernel(const at::Tensor& f1, const std::vector<at::Tensor>& lv,
         fx.set(level_center(cx, l), r);
         fy.set(level_center(cy, l), r);
         const Patch pt = (h > 0 && w > 0) ? patch_of(fx, fy, n, h, w) : Patch{};
+        const A* lvl = lvp[l] + b * h * w * D;
+        A* ol = o + static_cast<int64_t>(l) * T_ * HW;
+        const int64_t ox = fx.i0[0], oy = fy.i0[0];
+        if (fx.i0[n - 1] - ox <= n && fy.i0[n - 1] - oy <= n) {
+          // Fast path (every finite window of a level narrower than 2^22 pixels): the window's corners
+          // span at most n + 2 rows and columns from (oy, ox); the patch's dots go into a zeroed
+          // (n+2)^2 grid at their place in it, so the taps read corners without bounds tests (cells
+          // outside the level stay 0).
+          std::fill(grid.begin(), grid.end(), A(0));
+          if (pt.ph > 0) patch_dots(f1p, lvl, w, D, pt, s, grid.data() + (pt.y_lo - oy) * G + (pt.x_lo - ox), G);
+          for (int a = 0; a < n; ++a) {
+            const A* gx = grid.data() + (fx.i0[a] - ox);
+            const A wx0 = fx.w0[a], wx1 = fx.w1[a];
+            for (int bb = 0; bb < n; ++bb) {
+              const A* g0 = gx + (fy.i0[bb] - oy) * G;
+              const A wy0 = fy.w0[bb], wy1 = fy.w1[bb];
+              ol[tap_index(a - r, bb - r, r, layout) * HW] =
+                  g0[0] * (wx0 * wy0) + g0[1] * (wx1 * wy0) + g0[G] * (wx0 * wy1) + g0[G + 1] * (wx1 * wy1);
+            }
+          }
+          continue;
+        }
         if (static_cast<size_t>(pt.ph * pt.pw) > dots.size()) dots.resize(pt.ph * pt.pw);
-        patch_dots(f1p, lv[l].data_ptr<A>() + b * h * w * D, w, D, pt, s, dots.data());
+        patch_dots(f1p, lvl, w, D, pt, s, dots.data(), pt.pw);
         for (int a = 0; a < n; ++a) {
           for (int bb = 0; bb < n; ++bb) {
             const int64_t x0 = fx.i0[a], y0 = fy.i0[bb];
             const A wx0 = fx.w0[a], wx1 = fx.w1[a], wy0 = fy.w0[bb], wy1 = fy.w1[bb];
             const A v00 = patch_at(dots.data(), pt, y0, x0), v01 = patch_at(dots.data(), pt, y0, x0 + 1);
             const A v10 = patch_at(dots.data(), pt, y0 + 1, x0), v11 = patch_at(dots.data(), pt, y0 + 1, x0 + 1);
-            o[(l * T_ + tap_index(a - r, bb - r, r, layout)) * HW] =
+            ol[tap_index(a - r, bb - r, r, layout) * HW] =
                 v00 * (wx0 * wy0) + v01 * (wx1 * wy0) + v10 * (wx0 * wy1) + v11 * (wx1 * wy1);
           }
         }
@@ -589,7 +615,7 @@ void otf_backward_kernel(const at::Tensor& grad, const at::Tensor& f1t, const st
         patches[q * L + l] = pt;
         if (pt.ph == 0) continue;
         const A* lvl = lv[l].data_ptr<A>() + b * h * w * D;
-        patch_dots(f1p, lvl, w, D, pt, s, dots.data());
+        patch_dots(f1p, lvl, w, D, pt, s, dots.data(), pt.pw);
         A* Gq = G.data() + (q * L + l) * P;
         std::fill(Gq, Gq + pt.ph * pt.pw, A(0));
         A lgx = 0, lgy = 0;
