@@ -46,6 +46,8 @@
 namespace {
 
 using namespace hmore::chamfer;
+using hmore::add_rn;
+using hmore::mul_rn;
 using ull = unsigned long long;
 
 constexpr int NT = 256;       // threads of the distance kernel

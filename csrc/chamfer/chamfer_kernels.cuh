@@ -19,39 +19,8 @@
 namespace hmore {
 namespace chamfer {
 
-// Multiply / add with IEEE rounding and no FMA contraction, so that CPU (g++ on x86-64 emits no FMA
-// without -mfma) and GPU (nvcc contracts a*b+c by default) compute bit-identical squared distances:
-// the nearest-neighbour index depends on exact comparisons, and ties must resolve the same way on every
-// backend.
-HMORE_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-HMORE_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-HMORE_HD float add_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-HMORE_HD double add_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
+// Squared distances use hmore::mul_rn / add_rn (hd.h): no FMA contraction on any backend, so every
+// backend computes bit-identical distances and resolves ties the same way.
 HMORE_HD float sqrt_acc(float a) {
 #if defined(__CUDA_ARCH__)
   return ::sqrtf(a);

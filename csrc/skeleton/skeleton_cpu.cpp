@@ -25,7 +25,6 @@
 namespace hmore {
 namespace {
 
-using skel::mul_rn;
 
 // ---- skeleton_points -------------------------------------------------------------------------------
 template <typename T>

@@ -20,6 +20,7 @@
 namespace {
 
 using namespace hmore::skel;
+using hmore::mul_rn;
 
 constexpr int THREADS = 256;
 constexpr int CHUNK = 256;  // points staged per round: 256 x 16 B (float) or 32 B (double) of shared memory

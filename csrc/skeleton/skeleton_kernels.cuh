@@ -21,27 +21,11 @@
 #include <cmath>
 #endif
 
-// __CUDA_ARCH__ (not HMORE_DEVICE_CODE, which nvcc's host pass sees too): the device pass takes the
-// never-contracted intrinsics, every host pass the plain operators.
+// Products use hmore::mul_rn (hd.h). __CUDA_ARCH__ (not HMORE_DEVICE_CODE, which nvcc's host pass sees
+// too): the device pass takes the correctly rounded intrinsics, every host pass the plain functions.
 
 namespace hmore {
 namespace skel {
-
-HMORE_HD float mul_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-
-HMORE_HD double mul_rn(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
 
 HMORE_HD float sqrt_rn(float v) {
 #if defined(__CUDA_ARCH__)

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include "harness.h"
+
 #include <cmath>
 #include <functional>
 #include <iostream>
@@ -12,31 +14,7 @@
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
-
-void check(bool ok, const std::string& what) {
-  if (ok) {
-    ++g_pass;
-  } else {
-    ++g_fail;
-    std::cerr << "FAILED: " << what << "\n";
-  }
-}
-
-std::vector<c10::IValue> call(const std::string& name, std::vector<c10::IValue> args) {
-  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(("hmore::" + name).c_str(), "");
-  torch::jit::Stack stack(args.begin(), args.end());
-  op.callBoxed(&stack);
-  return stack;
-}
-
-void run(const std::string& name, const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const std::exception& e) {
-    check(false, name + " threw: " + e.what());
-  }
-}
+using namespace hmore_test;
 
 // body must throw a c10::ValueError whose message contains `what`.
 void expect_value_error(const std::string& name, const std::string& what, const std::function<void()>& body) {
