@@ -49,6 +49,7 @@
 #include <type_traits>
 
 #include "chamfer/chamfer.h"
+#include "chamfer/chamfer_checks.h"
 #include "chamfer/chamfer_kernels.cuh"
 #include "common.h"
 #include "edges/edges.h"
@@ -88,13 +89,7 @@ void check_points(const at::Tensor& t, const char* name) {
 void check_pair(const at::Tensor& x, const at::Tensor& y) {
   check_points(x, "x");
   check_points(y, "y");
-  check_same_device(x, "x", y, "y");
-  TORCH_CHECK_VALUE(x.size(0) == y.size(0), "y: expected batch size ", x.size(0), " like x, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(x.size(2) == y.size(2), "y: expected D = ", x.size(2), " like x, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(x.size(2) >= 1 || x.size(1) == 0 || y.size(1) == 0, "x: expected D >= 1, got shape ",
-                    x.sizes());
-  TORCH_CHECK_TYPE(x.scalar_type() == y.scalar_type(), "y: expected dtype ", x.scalar_type(), " like x, got ",
-                   y.scalar_type());
+  check_pair_agreement(x, y);
 }
 
 // lengths -> per-batch counts (validated: [B] int64, 0 <= l <= N); none -> all N.
@@ -617,11 +612,6 @@ void direction_sums(const T* d2, const int32_t* idx, const T* w, int64_t B, int6
   });
 }
 
-at::Tensor reduce_batch(const at::Tensor& per, ChamferReduction red) {
-  if (red == ChamferReduction::None) return per;
-  if (red == ChamferReduction::Sum) return per.sum();
-  return per.numel() ? per.mean() : per.sum();
-}
 
 }  // namespace
 
@@ -920,12 +910,7 @@ namespace {
 void check_pcc(const at::Tensor& a, const at::Tensor& b, at::IntArrayRef patch_sizes, double min_mass) {
   check_map(a, "a");
   check_map(b, "b");
-  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), "b: expected shape ", a.sizes(), " like a, got ", b.sizes());
-  check_same_device(a, "a", b, "b");
-  TORCH_CHECK_VALUE(!patch_sizes.empty(), "patch_sizes: expected at least one patch size, got an empty list");
-  for (int64_t p : patch_sizes) TORCH_CHECK_VALUE(p >= 1, "patch_sizes: expected ints >= 1, got ", patch_sizes);
-  TORCH_CHECK_VALUE(min_mass >= 0 && std::isfinite(min_mass), "min_mass: expected a finite float >= 0, got ",
-                    min_mass);
+  check_pcc_agreement(a, b, patch_sizes, min_mass, std::numeric_limits<int32_t>::max());
 }
 
 at::ScalarType pcc_dtype(const at::Tensor& a, const at::Tensor& b) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "chamfer/chamfer.h"
+#include "chamfer/chamfer_checks.h"
 #include "chamfer/chamfer_cuda.h"
 #include "common.h"
 #include "hd.h"
@@ -60,13 +61,7 @@ void check_points(const at::Tensor& t, const char* name) {
 void check_pair(const at::Tensor& x, const at::Tensor& y) {
   check_points(x, "x");
   check_points(y, "y");
-  check_same_device(x, "x", y, "y");
-  TORCH_CHECK_VALUE(x.size(0) == y.size(0), "y: expected batch size ", x.size(0), " like x, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(x.size(2) == y.size(2), "y: expected D = ", x.size(2), " like x, got shape ", y.sizes());
-  TORCH_CHECK_VALUE(x.size(2) >= 1 || x.size(1) == 0 || y.size(1) == 0, "x: expected D >= 1, got shape ",
-                    x.sizes());
-  TORCH_CHECK_TYPE(x.scalar_type() == y.scalar_type(), "y: expected dtype ", x.scalar_type(), " like x, got ",
-                   y.scalar_type());
+  check_pair_agreement(x, y);
 }
 
 // [B] int64 on x's device, contiguous; undefined when absent. Values are clamped on the device.
@@ -100,11 +95,6 @@ unsigned long long* keys_of(const at::Tensor& t) {
   return t.defined() ? reinterpret_cast<unsigned long long*>(t.data_ptr<int64_t>()) : nullptr;
 }
 
-at::Tensor reduce_batch(const at::Tensor& per, ChamferReduction red) {
-  if (red == ChamferReduction::None) return per;
-  if (red == ChamferReduction::Sum) return per.sum();
-  return per.numel() ? per.mean() : per.sum();
-}
 
 // The per-cloud value of one direction from (sum w d, sum w): ops.md §5, 0 when sum w is 0.
 at::Tensor direction_value(const at::Tensor& num, const at::Tensor& den, ChamferReduction red) {
@@ -376,13 +366,7 @@ namespace {
 void check_pcc(const at::Tensor& a, const at::Tensor& b, at::IntArrayRef patch_sizes, double min_mass) {
   check_map(a, "a");
   check_map(b, "b");
-  TORCH_CHECK_VALUE(a.sizes() == b.sizes(), "b: expected shape ", a.sizes(), " like a, got ", b.sizes());
-  check_same_device(a, "a", b, "b");
-  TORCH_CHECK_VALUE(!patch_sizes.empty(), "patch_sizes: expected at least one patch size, got an empty list");
-  for (int64_t p : patch_sizes)
-    TORCH_CHECK_VALUE(p >= 1 && p <= 46340, "patch_sizes: expected ints in [1, 46340], got ", patch_sizes);
-  TORCH_CHECK_VALUE(min_mass >= 0 && std::isfinite(min_mass), "min_mass: expected a finite float >= 0, got ",
-                    min_mass);
+  check_pcc_agreement(a, b, patch_sizes, min_mass, 46340);
 }
 
 // Per scale: term and count arrays [B, Hp * Wp]; coef (if defined) receives [B, Hp * Wp, 6] at `offset` floats.

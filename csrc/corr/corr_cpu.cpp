@@ -44,6 +44,7 @@
 
 #include "common.h"
 #include "corr/corr.h"
+#include "corr/corr_pool.h"
 #include "corr/corr_kernels.cuh"
 
 namespace hmore {
@@ -91,22 +92,6 @@ at::Tensor channels_last(const at::Tensor& t, at::ScalarType st) {
 
 at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
-// avg_pool2d (2, stride 2, floor) that also accepts a side shorter than 2 (-> an empty level).
-at::Tensor pool2(const at::Tensor& x) {
-  if (x.size(-1) < 2 || x.size(-2) < 2) {
-    auto sz = x.sizes().vec();
-    sz[sz.size() - 1] /= 2;
-    sz[sz.size() - 2] /= 2;
-    return at::zeros(sz, x.options());
-  }
-  return at::avg_pool2d(x, {2, 2}, {2, 2});
-}
-
-// Adjoint of pool2: g (pooled grad) -> grad of `like`'s shape.
-at::Tensor unpool2(const at::Tensor& g, const at::Tensor& like) {
-  if (g.numel() == 0 || like.numel() == 0) return at::zeros(like.sizes(), g.options());
-  return at::avg_pool2d_backward(g, like, {2, 2}, {2, 2}, {0, 0}, false, true, c10::nullopt);
-}
 
 // ------------------------------------------------------------------------------------------ volume
 // [B, D, H1, W1] x [B, D, H2, W2] -> [B, N1, N2] (fmap dtype) = scale * f1^T f2

@@ -31,6 +31,7 @@
 
 #include "common.h"
 #include "corr/corr.h"
+#include "corr/corr_pool.h"
 #include "corr/corr_cuda.h"
 #include "hd.h"
 
@@ -70,21 +71,6 @@ int to_int(int64_t v, const char* what) {
   return int(v);
 }
 
-// avg_pool2d (2, stride 2, floor) that also accepts a side shorter than 2 (-> an empty level).
-at::Tensor pool2(const at::Tensor& x) {
-  if (x.size(-1) < 2 || x.size(-2) < 2) {
-    auto sz = x.sizes().vec();
-    sz[sz.size() - 1] /= 2;
-    sz[sz.size() - 2] /= 2;
-    return at::zeros(sz, x.options());
-  }
-  return at::avg_pool2d(x, {2, 2}, {2, 2});
-}
-
-at::Tensor unpool2(const at::Tensor& g, const at::Tensor& like) {
-  if (g.numel() == 0 || like.numel() == 0) return at::zeros(like.sizes(), g.options());
-  return at::avg_pool2d_backward(g, like, {2, 2}, {2, 2}, {0, 0}, false, true, c10::nullopt);
-}
 
 // fmap2 pooled 0 .. L-1 times, [B, D, H2>>l, W2>>l]: level 0 is fmap2 itself (its dtype), the others
 // are pooled in float32 from the float32 previous level and rounded once to the features' dtype.
