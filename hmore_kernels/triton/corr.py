@@ -360,12 +360,9 @@ def _window_grad(g_ptr, gb, HW1, ch0, bb, a, wx0, wx1, wy0, wy1, m, R: tl.conste
 # corr_lookup
 # ------------------------------------------------------------------------------------------------
 @triton.jit
-def _lookup_fwd_kernel(coords_ptr, out_ptr, p0, p1, p2, p3, p4, p5, p6, p7, h0, h1, h2, h3, h4, h5, h6, h7,
-                       w0, w1, w2, w3, w4, w5, w6, w7, NQ, HW1, CO, L0: tl.constexpr, NL: tl.constexpr,
-                       R: tl.constexpr, RAFT: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr):
-    """out[b, (L0 + l) * T + t, pixel] for BN queries (n = b * HW1 + pixel) x all taps x NL levels.
-    Coordinates are loaded once; the position of a tap is coords / 2**l + d rounded per tap (RAFT)."""
-    T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
+def _queries(coords_ptr, NQ, HW1, BN: tl.constexpr):
+    """This program's BN queries n = b * HW1 + s: (n, n < NQ, b, s, offset of x in [B, 2, H1, W1] (y is
+    HW1 further), x, y), the coordinates loaded once, in float32."""
     n = tl.program_id(0) * BN + tl.arange(0, BN)
     nm = n < NQ
     b = n // HW1
@@ -373,6 +370,31 @@ def _lookup_fwd_kernel(coords_ptr, out_ptr, p0, p1, p2, p3, p4, p5, p6, p7, h0, 
     cb = b.to(tl.int64) * 2 * HW1 + s
     cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
     cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    return n, nm, b, s, cb, cx, cy
+
+
+@triton.jit
+def _window(x, y, b, bb, a, mk, h, w, R: tl.constexpr):
+    """The (2r+2)^2 window of a level h x w around level coordinates (x, y) [BN], entry (a, bb) at
+    (floor(x) - r + bb, floor(y) - r + a): (inside the level [BN, WP], flat index in the level's
+    [B, h, w] positions, 0 outside)."""
+    xc0, _u0, _u1 = _floor_pos(x, -2.0 - R, w + R + 1.0)
+    yc0, _v0, _v1 = _floor_pos(y, -2.0 - R, h + R + 1.0)
+    xa = xc0[:, None] - R + bb[None, :]
+    ya = yc0[:, None] - R + a[None, :]
+    ins = mk & (xa >= 0) & (xa < w) & (ya >= 0) & (ya < h)
+    q = tl.where(ins, ((b.to(tl.int64) * h)[:, None] + ya) * w + xa, 0)
+    return ins, q
+
+
+@triton.jit
+def _lookup_fwd_kernel(coords_ptr, out_ptr, p0, p1, p2, p3, p4, p5, p6, p7, h0, h1, h2, h3, h4, h5, h6, h7,
+                       w0, w1, w2, w3, w4, w5, w6, w7, NQ, HW1, CO, L0: tl.constexpr, NL: tl.constexpr,
+                       R: tl.constexpr, RAFT: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr):
+    """out[b, (L0 + l) * T + t, pixel] for BN queries (n = b * HW1 + pixel) x all taps x NL levels.
+    Coordinates are loaded once; the position of a tap is coords / 2**l + d rounded per tap (RAFT)."""
+    T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     t = tl.arange(0, TP)
     i, j = _tap_ij(t, R, RAFT)
     dx = (i - R).to(tl.float32)
@@ -405,13 +427,7 @@ def _lookup_bwd_kernel(grad_ptr, coords_ptr, gc_ptr, p0, p1, p2, p3, p4, p5, p6,
     coordinates (per tap, grid_sample's derivative; ACC adds to an earlier chunk of levels)."""
     T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
     S: tl.constexpr = 2 * R + 2
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     t = tl.arange(0, TP)
     i, j = _tap_ij(t, R, RAFT)
     dx = (i - R).to(tl.float32)
@@ -555,13 +571,7 @@ def _otf_window_kernel(f1_ptr, f2_ptr, coords_ptr, c_ptr, NQ, HW1, D, o0, o1, o2
     pooled levels (flat, level l at element offset o_l, [B, h_l, w_l, D]) are channels-last, so each
     D-chunk of a window position is one contiguous load."""
     S: tl.constexpr = 2 * R + 2
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     k = tl.arange(0, WP)
     bb = k % S
     a = k // S
@@ -572,14 +582,7 @@ def _otf_window_kernel(f1_ptr, f2_ptr, coords_ptr, c_ptr, NQ, HW1, D, o0, o1, o2
         off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv = 1.0 / (1 << l)
-        xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
-        yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
-        xa = xc0[:, None] - R + bb[None, :]
-        ya = yc0[:, None] - R + a[None, :]
-        ins = mk & (xa >= 0) & (xa < w) & (ya >= 0) & (ya < h)
-        q = ((b.to(tl.int64) * h)[:, None] + ya) * w + xa
-        q = tl.where(ins, q, 0)
+        ins, q = _window(cx * (1.0 / (1 << l)), cy * (1.0 / (1 << l)), b, bb, a, mk, h, w, R)
         acc = tl.zeros([BN, WP], tl.float32)
         for d0 in range(0, D, BD):
             dd = d0 + dd0
@@ -600,13 +603,7 @@ def _otf_taps_kernel(c_ptr, coords_ptr, grad_ptr, out_ptr, NQ, HW1, NL: tl.const
     the coordinates [B, 2, H1, W1] from grad [B, NL*T, H1, W1] (grid_sample's derivative)."""
     T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
     S: tl.constexpr = 2 * R + 2
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     t = tl.arange(0, TP)
     i, j = _tap_ij(t, R, RAFT)
     dx = (i - R).to(tl.float32)
@@ -652,13 +649,7 @@ def _otf_gwin_kernel(grad_ptr, coords_ptr, gw_ptr, key_ptr, NQ, HW1, h0, h1, h2,
     target index of each entry among all pooled positions (level l starts at t_l; TOT = none)."""
     S: tl.constexpr = 2 * R + 2
     T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     k = tl.arange(0, WP)
     bb = k % S
     a = k // S
@@ -690,13 +681,7 @@ def _otf_gf1_kernel(gw_ptr, f2_ptr, coords_ptr, gf1_ptr, NQ, HW1, D, o0, o1, o2,
                     R: tl.constexpr, BN: tl.constexpr, WP: tl.constexpr, BD: tl.constexpr):
     """grad f1(n) [NQ, D] float32 = scale * sum_l sum_k gw[n, l, k] f2_l(window position k): a gather."""
     S: tl.constexpr = 2 * R + 2
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     k = tl.arange(0, WP)
     bb = k % S
     a = k // S
@@ -711,13 +696,7 @@ def _otf_gf1_kernel(gw_ptr, f2_ptr, coords_ptr, gf1_ptr, NQ, HW1, D, o0, o1, o2,
             off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
             h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
             w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-            inv = 1.0 / (1 << l)
-            xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
-            yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
-            xa = xc0[:, None] - R + bb[None, :]
-            ya = yc0[:, None] - R + a[None, :]
-            ins = mk & (xa >= 0) & (xa < w) & (ya >= 0) & (ya < h)
-            q = tl.where(ins, ((b.to(tl.int64) * h)[:, None] + ya) * w + xa, 0)
+            ins, q = _window(cx * (1.0 / (1 << l)), cy * (1.0 / (1 << l)), b, bb, a, mk, h, w, R)
             gw = tl.load(gw_ptr + (n64[:, None] * NL + l) * WP + k[None, :], mask=ins, other=0.0)
             f2 = tl.load(f2_ptr + off + q[:, :, None] * D + dd[None, None, :], mask=ins[:, :, None] & dm[None, None, :],
                          other=0.0)
@@ -732,13 +711,7 @@ def _otf_scatter_atomic_kernel(gw_ptr, f1_ptr, coords_ptr, g2_ptr, NQ, HW1, D, o
                                BD: tl.constexpr):
     """g2_l(window position k) += scale * gw[n, l, k] * f1(n): float32 atomics (deterministic=False)."""
     S: tl.constexpr = 2 * R + 2
-    n = tl.program_id(0) * BN + tl.arange(0, BN)
-    nm = n < NQ
-    b = n // HW1
-    s = n - b * HW1
-    cb = b.to(tl.int64) * 2 * HW1 + s
-    cx = tl.load(coords_ptr + cb, mask=nm, other=0.0).to(tl.float32)
-    cy = tl.load(coords_ptr + cb + HW1, mask=nm, other=0.0).to(tl.float32)
+    n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
     k = tl.arange(0, WP)
     bb = k % S
     a = k // S
@@ -749,13 +722,7 @@ def _otf_scatter_atomic_kernel(gw_ptr, f1_ptr, coords_ptr, g2_ptr, NQ, HW1, D, o
         off = _sel(l, o0, o1, o2, o3, o4, o5, o6, o7)
         h = _sel(l, h0, h1, h2, h3, h4, h5, h6, h7)
         w = _sel(l, w0, w1, w2, w3, w4, w5, w6, w7)
-        inv = 1.0 / (1 << l)
-        xc0, _u0, _u1 = _floor_pos(cx * inv, -2.0 - R, w + R + 1.0)
-        yc0, _v0, _v1 = _floor_pos(cy * inv, -2.0 - R, h + R + 1.0)
-        xa = xc0[:, None] - R + bb[None, :]
-        ya = yc0[:, None] - R + a[None, :]
-        ins = mk & (xa >= 0) & (xa < w) & (ya >= 0) & (ya < h)
-        q = tl.where(ins, ((b.to(tl.int64) * h)[:, None] + ya) * w + xa, 0)
+        ins, q = _window(cx * (1.0 / (1 << l)), cy * (1.0 / (1 << l)), b, bb, a, mk, h, w, R)
         gw = tl.load(gw_ptr + (n64[:, None] * NL + l) * WP + k[None, :], mask=ins, other=0.0) * scale
         for d0 in range(0, D, BD):
             dd = d0 + dd0
