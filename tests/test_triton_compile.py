@@ -410,13 +410,11 @@ def _fmt(spec):
     return f"{spec['name']}[{consts}]({ptrs}){opts}"
 
 
-@pytest.mark.parametrize("case", [c.id for c in CASES])
-def test_kernels_compile(recorded, case):
-    compiler, per_case = recorded
-    jobs = per_case[case]
-    if isinstance(jobs, Exception):
-        raise jobs
-    assert jobs, "no kernel launch was recorded"
+def compile_failures(compiler, jobs, fma_free=None, why=""):
+    """Wait for every distinct (kernel, arch) of ``jobs`` to compile; print each one's shared memory, warps,
+    float64 FMAs and compile time, and return the failure messages: compiler errors, and ``fma.rn.f64``
+    in the PTX of a kernel ``fma_free(name)`` says must have none (``why`` says why). The recorded
+    specializations of every family's AOT test go through here."""
     results = compiler.wait(jobs)
     failures, seen = [], set()
     for spec, arch in jobs:
@@ -430,7 +428,19 @@ def test_kernels_compile(recorded, case):
             continue
         print(f"sm_{arch}  shared={r['shared']:>6}  num_warps={r['num_warps']}  fma.f64={r['fma_f64']:>3}"
               f"  {r['seconds']:5.2f}s  {_fmt(spec)}")
-        if spec["name"].startswith(FMA_FREE_PREFIX) and r["fma_f64"]:
-            failures.append(f"sm_{arch} {_fmt(spec)}: {r['fma_f64']} fma.rn.f64 in the PTX; canny's float64 "
-                            "arithmetic must round like the reference (no multiply-add contraction)")
+        if fma_free is not None and fma_free(spec["name"]) and r["fma_f64"]:
+            failures.append(f"sm_{arch} {_fmt(spec)}: {r['fma_f64']} fma.rn.f64 in the PTX; {why}")
+    return failures
+
+
+@pytest.mark.parametrize("case", [c.id for c in CASES])
+def test_kernels_compile(recorded, case):
+    compiler, per_case = recorded
+    jobs = per_case[case]
+    if isinstance(jobs, Exception):
+        raise jobs
+    assert jobs, "no kernel launch was recorded"
+    failures = compile_failures(compiler, jobs, lambda name: name.startswith(FMA_FREE_PREFIX),
+                                "canny's float64 arithmetic must round like the reference (no multiply-add "
+                                "contraction)")
     assert not failures, f"{len(failures)} failure(s):\n\n" + "\n\n".join(failures)

@@ -156,19 +156,7 @@ def test_chamfer_kernels_compile(recorded, case):
     if isinstance(jobs, Exception):
         raise jobs
     assert jobs, "no chamfer kernel launch was recorded"
-    results = compiler.wait(jobs)
-    failures, seen = [], set()
-    for spec, arch in jobs:
-        k = TCM._key(spec)
-        if (k, arch) in seen:
-            continue
-        seen.add((k, arch))
-        r = results[(k, arch)]
-        if not r["ok"]:
-            failures.append(f"sm_{arch} {TCM._fmt(spec)}:\n{r['error']}")
-            continue
-        print(f"sm_{arch}  shared={r['shared']:>6}  num_warps={r['num_warps']}  {r['seconds']:5.2f}s  "
-              f"{TCM._fmt(spec)}")
+    failures = TCM.compile_failures(compiler, jobs)
     assert not failures, f"{len(failures)} failure(s):\n\n" + "\n\n".join(failures)
 
 

@@ -147,16 +147,5 @@ def test_corr_kernels_compile(recorded, case):
         raise jobs
     assert jobs, "no kernel launch was recorded"
     assert all(s["module"] == "hmore_kernels.triton.corr" for s, _ in jobs), "a launch outside the corr module"
-    results = compiler.wait(jobs)
-    failures, seen = [], set()
-    for spec, arch in jobs:
-        k = TTC._key(spec)
-        if (k, arch) in seen:
-            continue
-        seen.add((k, arch))
-        r = results[(k, arch)]
-        if not r["ok"]:
-            failures.append(f"sm_{arch} {TTC._fmt(spec)}:\n{r['error']}")
-            continue
-        print(f"sm_{arch}  shared={r['shared']:>6}  num_warps={r['num_warps']}  {r['seconds']:5.2f}s  {TTC._fmt(spec)}")
+    failures = TTC.compile_failures(compiler, jobs)
     assert not failures, f"{len(failures)} failure(s):\n\n" + "\n\n".join(failures)

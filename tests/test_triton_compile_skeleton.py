@@ -96,20 +96,7 @@ def test_kernels_compile(compiled, case):
     if isinstance(jobs, Exception):
         raise jobs
     assert jobs, "no kernel launch was recorded"
-    results = compiler.wait(jobs)
-    failures, seen = [], set()
-    for spec, arch in jobs:
-        k = TC._key(spec)
-        if (k, arch) in seen:
-            continue
-        seen.add((k, arch))
-        r = results[(k, arch)]
-        if not r["ok"]:
-            failures.append(f"sm_{arch} {TC._fmt(spec)}:\n{r['error']}")
-            continue
-        print(f"sm_{arch}  shared={r['shared']:>6}  num_warps={r['num_warps']}  fma.f64={r['fma_f64']:>3}"
-              f"  {r['seconds']:5.2f}s  {TC._fmt(spec)}")
-        if spec["name"] in FMA_FREE and r["fma_f64"]:
-            failures.append(f"sm_{arch} {TC._fmt(spec)}: {r['fma_f64']} fma.rn.f64 in the PTX; the skeleton cost "
-                            "must round each product on its own (no multiply-add contraction)")
+    failures = TC.compile_failures(compiler, jobs, lambda name: name in FMA_FREE,
+                                   "the skeleton cost must round each product on its own (no multiply-add "
+                                   "contraction)")
     assert not failures, f"{len(failures)} failure(s):\n\n" + "\n\n".join(failures)
