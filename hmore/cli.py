@@ -4,6 +4,7 @@ Subcommands:
   annotate VIDEO --out DIR [--max-frames N] [--resume]   annotate a real video offline (MediaPipe)
   synth --out DIR --num-clips N --frames T --seed S       write synthetic clips with exact ground truth
   panel DIR --out FILE.(png|mp4)                          frame | world flow | local flow | mask panels
+  train --out DIR [--config FILE] [--steps N] ... [--resume]  train H-MoRe (also under torchrun: DDP)
 Errors in the input are reported as one line naming the file, with exit status 2.
 """
 from __future__ import annotations
@@ -68,6 +69,47 @@ def _panel(a) -> int:
     return 0
 
 
+def _train(a) -> int:
+    from hmore.train import TrainingDiverged, load_config, train
+
+    over = {}
+    for item in a.set or []:
+        if "=" not in item:
+            raise ValueError(f"--set: expected KEY=VALUE (e.g. model.iters=8), got {item!r}")
+        k, v = item.split("=", 1)
+        from hmore.train import _parse_value
+
+        over[k.strip()] = _parse_value(v.strip())
+    out = a.out
+    if isinstance(a.resume, str):  # --resume DIR
+        if out is not None and os.path.abspath(out) != os.path.abspath(a.resume):
+            raise ValueError(f"--resume {a.resume} and --out {out} name different runs")
+        out = a.resume
+    if out is None:
+        raise ValueError("--out: required (the run folder)")
+    over["out"] = out
+    for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every"),
+                      ("seed", "seed"), ("num_workers", "num_workers"), ("device", "device")):
+        if getattr(a, flag) is not None:
+            over[key] = getattr(a, flag)
+    if a.crop is not None:
+        over["crop"] = list(a.crop)
+    if a.quiet:
+        over["quiet"] = True
+    config = a.config
+    if a.resume and config is None and os.path.isfile(os.path.join(out, "config.json")):
+        config = os.path.join(out, "config.json")
+    cfg = load_config(config, over)
+    try:
+        r = train(cfg, resume=bool(a.resume))
+    except TrainingDiverged as e:
+        print(f"hmore train: stopped: {e}", file=sys.stderr)
+        return 3
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{out}: trained to step {r['step']}, loss {r['loss']:.4f}; checkpoint {r['checkpoint']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hmore", description="H-MoRe tools: data annotation, synthesis, visualisation")
     sub = p.add_subparsers(dest="command", required=True)
@@ -99,6 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-flow", type=float, default=None, help="flow radius drawn fully saturated (default: clip max)")
     q.add_argument("--fps", type=float, default=10.0)
     q.set_defaults(func=_panel)
+    q = sub.add_parser("train", help="train H-MoRe (config file + overrides; resumable; DDP under torchrun)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train H-MoRe. Settings come from TrainConfig's defaults, then --config, then the "
+                                   "flags and --set. Multi-process: torchrun --nproc_per_node N -m hmore train ...")
+    q.add_argument("--out", default=None, help="run folder: config.json, log.csv, checkpoints/, tb/")
+    q.add_argument("--config", default=None, help="a .toml or .json config file (keys of hmore.train.TrainConfig)")
+    q.add_argument("--steps", type=int, default=None, help="total optimizer steps (config default: 2000)")
+    q.add_argument("--batch-size", type=int, default=None, help="pairs per step per process (config default: 4)")
+    q.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="training size (default 128 128)")
+    q.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    q.add_argument("--seed", type=int, default=None, help="model-init and data seed (default 0)")
+    q.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 2)")
+    q.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any config key, dotted for the model (model.iters=8, model.corr_mode=otf); repeatable")
+    q.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the run in --out (or DIR) from its newest checkpoint that loads")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_train)
     return p
 
 

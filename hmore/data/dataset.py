@@ -235,9 +235,14 @@ class PairDataset(torch.utils.data.Dataset):
                 "saturation": g.uniform(max(0.0, 1 - s), 1 + s), "hue": g.uniform(-h, h), "order": order}
 
     def __getitem__(self, i: int) -> dict:
+        return self.get(i, self.epoch)
+
+    def get(self, i: int, epoch: int) -> dict:
+        """Item ``i`` with the augmentations of ``epoch`` (``dataset[i]`` is ``get(i, dataset.epoch)``);
+        stateless, so a sampler can draw any (item, epoch) from any worker."""
         if not 0 <= i < len(self.pairs):
             raise IndexError(f"PairDataset: index {i} out of range 0..{len(self.pairs) - 1}")
-        g = np.random.default_rng([self.seed, self.epoch, i])
+        g = np.random.default_rng([self.seed, int(epoch), i])
         window = None
         if self.crop_size is not None:
             r = self.readers[self.pairs[i][0]]

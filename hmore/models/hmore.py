@@ -1,0 +1,142 @@
+"""The H-MoRe model: Φ (world flow) + Ψ (subject motion, subject map) -> world and local flow."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HMoReConfig
+from .subject_motion import SubjectMotionNet
+from .world_flow import WorldFlowNet
+
+__all__ = ["HMoRe", "get_model", "load_weights", "MIN_SIZE"]
+
+MIN_SIZE = 64  # px: below this the 1/8 maps are under 8x8 and the coarsest correlation level empties
+
+
+def _prepare(x: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor [B, 3, H, W], got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name}: expected an RGB batch [B, 3, H, W], got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    elif x.is_floating_point():
+        x = x.float()
+    else:
+        raise TypeError(f"{name}: expected float in [0, 1] or uint8 in [0, 255], got {x.dtype}")
+    if x.shape[-2] < MIN_SIZE or x.shape[-1] < MIN_SIZE:
+        raise ValueError(f"{name}: images must be at least {MIN_SIZE}x{MIN_SIZE} (H, W), got {tuple(x.shape[-2:])}")
+    return x
+
+
+class HMoRe(nn.Module):
+    """H-MoRe: world-local flows for a pair of frames.
+
+    ``model(image1, image2, iters=None)``:
+        image1, image2: ``[B, 3, H, W]`` RGB, float in [0, 1] or uint8 in [0, 255], any ``H, W >= 64``
+            (padded to a multiple of 8 inside by edge replication, outputs cropped back); channels-last
+            accepted.
+        iters: refinement iterations (default ``config.iters``).
+    Returns a dict of float32 tensors:
+        ``world_flow [B, 2, H, W]`` (px, channel 0 = x), ``local_flow [B, 2, H, W]`` =
+        ``(world_flow - subject_motion[:, :, None, None]) * subject_map``, ``subject_motion [B, 2]`` (px),
+        ``subject_map [B, 1, H, W]`` in [0, 1]; in training mode also ``world_flow_iters`` (list of
+        ``iters`` upsampled flows, the last equal to ``world_flow``) and ``subject_map_logits``.
+    """
+
+    def __init__(self, config: HMoReConfig | None = None):
+        super().__init__()
+        self.config = config if config is not None else HMoReConfig()
+        if not isinstance(self.config, HMoReConfig):
+            raise TypeError(f"config: expected an HMoReConfig, got {type(self.config).__name__}")
+        self.phi = WorldFlowNet(self.config)
+        self.psi = SubjectMotionNet(self.config)
+        self.last_corr_mode: str | None = None
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, iters: int | None = None) -> dict:
+        cfg = self.config
+        iters = cfg.iters if iters is None else iters
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise ValueError(f"iters: expected an int >= 1, got {iters!r}")
+        x1, x2 = _prepare(image1, "image1"), _prepare(image2, "image2")
+        if x1.shape != x2.shape:
+            raise ValueError(f"image2: expected the shape of image1 {tuple(x1.shape)}, got {tuple(x2.shape)}")
+        H, W = x1.shape[-2:]
+        ph, pw = (-H) % 8, (-W) % 8
+        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        x = torch.cat([x1, x2], 0) * 2.0 - 1.0
+        if ph or pw:
+            x = F.pad(x, pad, mode="replicate")
+        x = x.contiguous()  # channels-last input: the encoders' first conv is faster on NCHW here
+        B = x1.shape[0]
+        out = self.phi(x[:B], x[B:], iters, keep_iters=self.training)
+        self.last_corr_mode = out["corr_mode"]
+        flow_low = out["flow_low"] * 8.0  # px of the (padded) full image
+        if cfg.psi_detach_flow:
+            flow_low = flow_low.detach()
+        v_s, logits = self.psi(out["fmap1"], flow_low)
+        logits = F.interpolate(logits, scale_factor=8, mode="bilinear", align_corners=False)
+
+        def crop(t):
+            return t[..., pad[2]:pad[2] + H, pad[0]:pad[0] + W]
+
+        flows = [crop(f) for f in out["flows"]]
+        world = flows[-1]
+        logits = crop(logits)
+        smap = torch.sigmoid(logits)
+        local = (world - v_s[:, :, None, None]) * smap
+        res = {"world_flow": world, "local_flow": local, "subject_motion": v_s, "subject_map": smap}
+        if self.training:
+            res["world_flow_iters"] = flows
+            res["subject_map_logits"] = logits
+        return res
+
+
+# ------------------------------------------------------------------------------------------ get_model
+def load_weights(path: str) -> tuple[dict, dict]:
+    """Read a checkpoint (``hmore train``) or a weights file: returns ``(state_dict, config dict)``.
+
+    Loaded with ``weights_only=True`` (no code runs from the file). Errors name the file and the problem."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
+        raise ValueError(f"{path}: cannot be read as H-MoRe weights ({type(e).__name__}: {e})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
+        raise ValueError(f"{path}: not an H-MoRe checkpoint (expected the keys 'model' and 'config')")
+    return ck["model"], ck["config"]
+
+
+def get_model(name: str = "hmore", weights: str | None = None, **overrides) -> HMoRe:
+    """Build a model by name (only ``"hmore"``).
+
+    Args:
+        weights: None (random initialisation) or the path of a checkpoint written by ``hmore train`` (any
+            of ``DIR/checkpoints/*.pt``) or a weights file; the model takes the file's config.
+        **overrides: HMoReConfig fields (e.g. ``iters=8``, ``backend="reference"``, ``corr_mode="otf"``);
+            with weights, overriding a field that shapes the parameters to another value is an error.
+    """
+    if name != "hmore":
+        raise ValueError(f"name: unknown model {name!r}; available: 'hmore'")
+    if weights is None:
+        return HMoRe(HMoReConfig.from_dict(overrides, "get_model overrides"))
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights: expected None or a file path, got {type(weights).__name__}")
+    weights = os.fspath(weights)
+    state, cfg_dict = load_weights(weights)
+    cfg = HMoReConfig.from_dict(cfg_dict, f"{weights}: config")
+    for k, v in overrides.items():
+        if k in HMoReConfig.ARCH_FIELDS and getattr(cfg, k) != v:
+            raise ValueError(f"{k}: the weights in {weights} were trained with {k}={getattr(cfg, k)!r}; "
+                             f"cannot override it to {v!r}")
+    cfg = cfg.replace(**overrides)
+    model = HMoRe(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{weights}: parameters do not fit the model its config describes ({e})") from None
+    return model

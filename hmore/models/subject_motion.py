@@ -1,0 +1,57 @@
+"""Ψ, the subject-motion network [paper: 4 cross-attention layers producing v_s from M_w and the frames;
+the rest ours, method.md]: one learned query per subject attends over 1/8-resolution tokens built from
+Φ's frame-1 features and the world flow. Outputs ``v_s [B, 2]`` and subject-map logits at 1/8.
+
+v_s is the flow pooled by the last layer's attention weights plus a learned correction (zero at
+initialisation): the pooling gives Ψ the right inductive bias (the subject's motion is a weighted mean of
+its pixels' motion) and keeps v_s in pixel units from the first step."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import CrossAttentionLayer, positional_encoding_2d
+from .config import HMoReConfig
+
+__all__ = ["SubjectMotionNet"]
+
+FLOW_SCALE = 8.0  # px: flow inputs are divided by this so typical motions are O(1) for the embedding
+
+
+class SubjectMotionNet(nn.Module):
+    """``forward(fmap1 [B, D, h, w], flow_low [B, 2, h, w] (px of the full image))`` ->
+    ``(v_s [B, 2] px, map_logits [B, 1, h, w])``."""
+
+    def __init__(self, cfg: HMoReConfig, num_subjects: int = 1):
+        super().__init__()
+        d = cfg.psi_dim
+        self.embed = nn.Sequential(nn.Conv2d(cfg.feature_dim + 3, d, 1), nn.GELU(), nn.Conv2d(d, d, 3, padding=1))
+        self.query = nn.Parameter(torch.randn(num_subjects, d) * 0.02)
+        self.layers = nn.ModuleList(CrossAttentionLayer(d, cfg.psi_heads) for _ in range(cfg.psi_layers))
+        self.norm = nn.LayerNorm(d)
+        self.correction = nn.Linear(d, 2)
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+        self.pixel = nn.Conv2d(d, d, 3, padding=1)
+        self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.scale = d ** -0.5
+
+    def forward(self, fmap1: torch.Tensor, flow: torch.Tensor):
+        B, _, h, w = fmap1.shape
+        f = flow / FLOW_SCALE
+        x = self.embed(torch.cat([fmap1, f.to(fmap1.dtype), f.norm(dim=1, keepdim=True).to(fmap1.dtype)], 1))
+        tokens = x.flatten(2).transpose(1, 2)  # [B, N, d]
+        pe = positional_encoding_2d(tokens.shape[-1], h, w, x.device, tokens.dtype)
+        q = self.query.unsqueeze(0).expand(B, -1, -1).to(tokens.dtype)
+        for i, layer in enumerate(self.layers):
+            if i == len(self.layers) - 1:
+                q, wts = layer(q, tokens, pe, return_weights=True)
+            else:
+                q = layer(q, tokens, pe)
+        q = self.norm(q)
+        pooled = torch.einsum("bqn,bcn->bqc", wts.float(), flow.flatten(2).float())  # [B, Q, 2] px
+        v_s = pooled + self.correction(q).float()
+        pix = self.pixel(x)  # [B, d, h, w]
+        logits = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(q), pix) * self.scale
+        # one subject per image in this model: the first query is the subject
+        return v_s[:, 0], logits[:, :1].float()
