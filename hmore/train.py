@@ -270,12 +270,12 @@ def _versions() -> dict:
     import hmore
     import hmore_kernels
 
-    v = {"torch": torch.__version__, "hmore": hmore.__version__, "hmore_kernels": hmore_kernels.__version__,
+    v = {"torch": str(torch.__version__), "hmore": hmore.__version__, "hmore_kernels": hmore_kernels.__version__,
          "python": sys.version.split()[0], "numpy": np.__version__}
     try:
         import triton
 
-        v["triton"] = triton.__version__
+        v["triton"] = str(triton.__version__)
     except ImportError:
         pass
     return v
@@ -529,7 +529,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                 now = time.perf_counter()
                 pairs_s = cfg.batch_size * world / max(now - t_last, 1e-9)
                 t_last = now
+                logged_total = total.detach()
+                if distributed:  # log the whole batch's values: the mean over ranks (equal local batches)
+                    names = sorted(terms)
+                    vec = torch.stack([logged_total] + [terms[k].float() for k in names])
+                    torch.distributed.all_reduce(vec)
+                    vec /= world
+                    logged_total, terms = vec[0], dict(zip(names, vec[1:]))
                 if rank == 0:
+                    total = logged_total
                     vals = {k: float(v) for k, v in terms.items()}
                     row = {"step": step, "loss": _fmt(total.item()), **{k: _fmt(v) for k, v in vals.items()}, "stage": stage,
                            "lr": _fmt(opt.param_groups[0]["lr"]), "grad_norm": _fmt(float(gnorm)),
