@@ -115,6 +115,10 @@ std::tuple<at::Tensor, at::Tensor> levels_backward(const std::vector<at::Tensor>
                                                    const at::Tensor& f2, double s) {
   const int64_t B = f1.size(0), D = f1.size(1), N1 = f1.size(2) * f1.size(3);
   const int64_t L = static_cast<int64_t>(G.size());
+  // No feature channels (or no pixels): the gradients are empty or zero. Checked before pooling fmap2,
+  // which avg_pool2d refuses for an empty tensor ("Expected 3D or 4D (batch mode) tensor").
+  if (f1.numel() == 0 || f2.numel() == 0) return {at::zeros_like(f1, at::MemoryFormat::Contiguous),
+                                                  at::zeros_like(f2, at::MemoryFormat::Contiguous)};
   std::vector<at::Tensor> f2l{f2};
   for (int64_t l = 1; l < L; ++l) f2l.push_back(pool2(f2l.back()));
   at::Tensor a = f1.reshape({B, D, N1});  // [B, D, N1]
