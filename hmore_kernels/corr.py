@@ -67,7 +67,14 @@ def _check_scale(scale):
         return None
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise TypeError(f"scale: expected a finite float or None, got {scale!r}")
+    # The GEMMs fold the scale into alpha (cuBLAS/BLAS): past float32's range it cannot be converted
+    # (float32 features) or turns overflowing sums into NaN instead of inf; no feature scale needs more.
+    if abs(scale) > _MAX_SCALE:
+        raise ValueError(f"scale: expected |scale| <= 2**64, got {scale!r}")
     return float(scale)
+
+
+_MAX_SCALE = 2.0**64
 
 
 def _check_taps(radius, num_levels):

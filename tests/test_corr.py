@@ -28,21 +28,10 @@ FLOATS = (torch.float32, torch.float64)
 OTF_FACTOR = 20.0
 
 
-def _triton_importable():
-    try:
-        import hmore_kernels.triton.corr  # noqa: F401
-    except Exception as e:  # ImportError, or the module failing while it registers its ops
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
 @pytest.fixture
 def cb(backend) -> BackendCase:
-    """The backend under test; the interpreted-triton case skips while the Triton corr module is missing."""
-    if backend.name == "triton":
-        why = _triton_importable()
-        if why is not None and backend.interpreted:
-            pytest.skip(f"hmore_kernels.triton.corr cannot be imported yet ({why})")
+    """The backend under test. (A guard here once turned any exception raised while importing the Triton
+    corr module into a skip; a broken module must fail its tests instead, so there is none.)"""
     return backend
 
 

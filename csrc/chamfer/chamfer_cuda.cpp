@@ -161,9 +161,12 @@ std::tuple<at::Tensor, at::Tensor> nearest_neighbors_cuda(const at::Tensor& x, c
   at::Tensor xl = lengths_arg(x_lengths, B, N, "x_lengths", x);
   at::Tensor yl = lengths_arg(y_lengths, B, M, "y_lengths", x);
   const c10::cuda::CUDAGuard guard(x.device());
-  if (B * N == 0 || M == 0)
-    return {at::zeros({B, N}, x.options().dtype(at::kFloat)), at::full({B, N}, -1, x.options().dtype(at::kLong))};
   const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);
+  if (B * N == 0 || M == 0) {
+    at::Tensor dist = at::zeros({B, N}, x.options().dtype(at::kFloat)), idx = at::full({B, N}, -1, x.options().dtype(at::kLong));
+    mark_nonfinite(dist, idx, bad_x);
+    return {dist, idx};
+  }
   const at::Tensor xc = search_points(x, bad_x, false).contiguous(), yc = search_points(y, bad_y, false).contiguous();
   auto keys = key_pass(xc, yc, xl, yl, false, "nearest_neighbors");
   auto r = unpack(keys.first, xl, at::Tensor(), true, true);
@@ -188,7 +191,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cuda(
   const c10::cuda::CUDAGuard guard(x.device());
   auto lopts = x.options().dtype(at::kLong);
   if (B == 0 || N == 0 || M == 0) {  // every point lacks a neighbour: distance 0, index -1, value 0
-    at::Tensor per = at::zeros({B}, x.options().dtype(at::kFloat));
+    at::Tensor per = poison_clouds(at::zeros({B}, x.options().dtype(at::kFloat)), nonfinite_points(x, x_lengths),
+                                   nonfinite_points(y, y_lengths), bidirectional);
     return {reduce_batch(per, red), at::full({B, N}, -1, lopts), at::full({B, bidirectional ? M : 0}, -1, lopts)};
   }
   const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);

@@ -107,6 +107,10 @@ HMORE_HD void tap_position(A cx0, A cy0, int level, int dx, int dy, A& x, A& y) 
 template <typename T, typename A>
 HMORE_HD A bilinear_sample(const T* plane, long long h, long long w, long long rs, long long cs, A x, A y,
                            A* gx = nullptr, A* gy = nullptr) {
+  if (h == 0 || w == 0) {  // an empty level: taps read 0 whatever the coordinate (the reference's rule)
+    if (gx != nullptr) *gx = *gy = A(0);
+    return A(0);
+  }
   long long x0, y0;
   A wx0, wx1, wy0, wy1;
   bilinear_1d(x, x0, wx0, wx1);

@@ -92,7 +92,8 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, chunk_elems: int = 1
     dist = torch.zeros(B, N, dtype=acc, device=x.device)
     idx = torch.full((B, N), -1, dtype=torch.int64, device=x.device)
     if B == 0 or N == 0 or M == 0:
-        return dist, idx
+        # no candidates, but a non-finite point's own distance is still NaN (ops.md)
+        return torch.where(nonfinite_points(xa, x_lengths), torch.full_like(dist, math.nan), dist), idx
     vx = _valid(x_lengths, B, N, x.device)
     vy = _valid(y_lengths, B, M, x.device)
     bad_x, bad_y = nonfinite_points(xa, x_lengths), nonfinite_points(ya, y_lengths)

@@ -304,10 +304,11 @@ def nearest_neighbors(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torc
     y = _prep_points(y, "y")
     B, N, D = x.shape
     M = y.shape[1]
-    if B * N == 0 or M == 0 or D == 0:
-        return (torch.zeros((B, N), dtype=torch.float32, device=x.device),
-                torch.full((B, N), -1, dtype=torch.int64, device=x.device))
     xl, yl = _prep_opt(x_lengths), _prep_opt(y_lengths)
+    if B * N == 0 or M == 0 or D == 0:
+        dist = torch.zeros((B, N), dtype=torch.float32, device=x.device)
+        return (dist.masked_fill(_ref.nonfinite_points(x, xl), math.nan),
+                torch.full((B, N), -1, dtype=torch.int64, device=x.device))
     # ops.md "Non-finite values": search on clouds whose non-finite points are all-NaN (never chosen),
     # then mark the searched points' own results (hmore_kernels.reference.chamfer, same helpers).
     bad_x, bad_y = _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl)
@@ -341,6 +342,7 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch
         per = torch.zeros((B,), dtype=torch.float32, device=dev)
         idx_x = torch.full((B, N), -1, dtype=torch.int64, device=dev)
         idx_y = torch.full((B, M if bidirectional else 0), -1, dtype=torch.int64, device=dev)
+        per = _ref.poison_clouds(per, _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl), bidirectional)
         return _reduce_batch(per, reduction), idx_x, idx_y
     bad_x, bad_y = _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl)
     kx, ky = _keys_pass(_ref.search_points(x, bad_x).contiguous(), _ref.search_points(y, bad_y).contiguous(),
