@@ -131,11 +131,17 @@ def ops(backend: str):
 
 
 def _load_triton(family: str, op: str) -> None:
-    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
-    import importlib
-
+    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton. Plain
+    # import statements (not importlib, which torch.compile refuses to trace) of a module already loaded.
     try:
-        importlib.import_module(f"hmore_kernels.triton.{family}")
+        if family == "edges":
+            from .triton import edges as _  # noqa: F401
+        elif family == "corr":
+            from .triton import corr as _  # noqa: F401
+        elif family == "chamfer":
+            from .triton import chamfer as _  # noqa: F401
+        else:
+            from .triton import skeleton as _  # noqa: F401
     except ImportError as e:
         raise _backends.BackendUnavailable(
             f"{op}: backend 'triton' is unavailable: the Triton {family} module cannot be imported ({e})"

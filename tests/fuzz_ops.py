@@ -441,7 +441,6 @@ def fuzz(family: str, backend: str, max_examples: int, small: bool = False, seed
             (known if outcome == "known" else findings).append((outcome, repr(drawn[0]), detail))
 
     if seed is not None:
-        run = settings(derandomize=False)(run)
         from hypothesis import seed as hseed
 
         run = hseed(seed)(run)
