@@ -168,6 +168,11 @@ def canny(
     # A NaN or infinite threshold has no meaning (OpenCV floors them to ints): refused on every backend.
     low = _v.check_float(low, "low", what="a finite number")
     high = _v.check_float(high, "high", what="a finite number")
+    # OpenCV floors the thresholds to int (and squares them for L2): past 2**31 they are not ints any
+    # backend can hold (the reference raised OverflowError on 1e308).
+    for name, v in (("low", low), ("high", high)):
+        if abs(v) > 2**31:
+            raise ValueError(f"{name}: expected a threshold with |{name}| <= 2**31, got {v!r}")
     if isinstance(kernel_size, bool) or kernel_size != 3:
         raise ValueError(f"kernel_size: only 3 is supported, got {kernel_size!r}")
     l2_gradient = _check_bool(l2_gradient, "l2_gradient")
