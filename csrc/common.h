@@ -6,9 +6,26 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cstdint>
 #include <string>
 
 namespace hmore {
+
+// Largest value of each integer argument, the same on every backend (hmore_kernels/_validate.py,
+// INT_LIMITS, says why each is what it is). The schemas take int64; the kernels index in 32 bits.
+constexpr int64_t kMaxRadius = 1024;             // (2r+1)^2 taps per query pixel
+constexpr int64_t kMaxDisplacement = 1024;       // (2d+1)^2 output channels
+constexpr int64_t kMaxLevels = 62;               // level l is scaled by 2^-l
+constexpr int64_t kMaxDilation = int64_t{1} << 20;  // d * dilation is a 32-bit tap offset
+constexpr int64_t kMaxStride = 2147483647;       // i * stride in 32 bits
+constexpr int64_t kMaxWidth = (int64_t{1} << 30) - 1;  // 2 * width + 1 (mask_boundary width, flow_edges band)
+constexpr int64_t kMaxPatch = 46340;             // p * p in 32 bits
+
+// An integer argument in [lo, hi]; the message matches the Python layer's.
+inline void check_int_arg(int64_t v, const char* name, int64_t lo, int64_t hi) {
+  TORCH_CHECK_VALUE(v >= lo, name, ": expected an int >= ", lo, ", got ", v);
+  TORCH_CHECK_VALUE(v <= hi, name, ": expected an int <= ", hi, ", got ", v);
+}
 
 // Border handling shared by every stencil op. The integer values are part of the ABI of the
 // extern "C" CUDA launchers (they receive an int), so never renumber them.

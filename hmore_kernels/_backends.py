@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 
 import torch
 
@@ -28,8 +29,18 @@ def _load_native():
     """(module or None, reason) for the compiled extension."""
     try:
         return importlib.import_module("hmore_kernels._C"), ""
-    except ImportError as e:  # not built: the reference backend still works
-        return None, f"the C++ extension hmore_kernels._C is not built ({e}); run pip install --no-build-isolation -e ."
+    except ImportError as e:  # not built, or built against another torch: the reference backend still works
+        reason = f"the C++ extension hmore_kernels._C failed to import ({type(e).__name__}: {e})"
+        # Said once, loudly, at import: otherwise backend="auto" would quietly run the pure-PyTorch
+        # reference, 10-800x slower, and nobody would know why training crawls.
+        warnings.warn(
+            f"hmore_kernels: {reason}. backend='auto' will run the pure-PyTorch reference (10-800x slower) "
+            "and backend='cpu'/'cuda' will raise BackendUnavailable. Rebuild with "
+            "pip install --no-build-isolation -e .",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None, f"{reason}; run pip install --no-build-isolation -e ."
 
 
 # Resolved once at import, as plain module constants: backend resolution runs inside user code that

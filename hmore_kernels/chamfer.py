@@ -13,24 +13,19 @@ import math
 
 import torch
 
-from . import _backends
+from . import _validate as _v
+from ._validate import check_bool as _check_bool
+from ._validate import check_choice as _check_choice
+from ._validate import check_int as _check_int
+from ._validate import deterministic as _deterministic
+from ._validate import ops as _ops
+from ._validate import tensor as _tensor
 from .reference import chamfer as _ref
 
 __all__ = ["nearest_neighbors", "chamfer_distance", "patch_centroids", "patch_centroid_chamfer", "boundary_chamfer"]
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
 _REDUCTIONS = ("mean", "sum", "none")
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-def _tensor(x, name):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-
-
-def _check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _check_points(x, name):
@@ -57,8 +52,8 @@ def _check_pair(x, y):
 
 
 def _check_lengths(lengths, name, x, N):
-    """[B] int64 in [0, N]. The range is checked only on CPU: on a GPU that would synchronise the host
-    (the GPU kernels clamp instead)."""
+    """[B] int64 in [0, N]: checked on the host for CPU tensors, by a device-side assertion on a GPU
+    (no host synchronisation); never clamped (ops.md, "Non-finite values and value checks")."""
     if lengths is None:
         return
     _tensor(lengths, name)
@@ -69,10 +64,15 @@ def _check_lengths(lengths, name, x, N):
         raise TypeError(f"{name}: expected int64, got {lengths.dtype}")
     if lengths.device != x.device:
         raise ValueError(f"{name}: expected a tensor on {x.device} like x, got {lengths.device}")
-    if lengths.device.type == "cpu" and B and not _compiling():
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 0 or hi > N:
-            raise ValueError(f"{name}: expected values in [0, {N}], got min {lo}, max {hi}")
+    if B == 0:
+        return
+    if lengths.device.type == "cpu":
+        if not _v.compiling():
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 0 or hi > N:
+                raise ValueError(f"{name}: expected values in [0, {N}], got min {lo}, max {hi}")
+    else:
+        _v.check_values(((lengths >= 0) & (lengths <= N)).all(), f"{name}: expected values in [0, {N}]")
 
 
 def _check_weights(w, name, x, N):
@@ -86,13 +86,18 @@ def _check_weights(w, name, x, N):
         raise TypeError(f"{name}: expected a floating-point tensor, got {w.dtype}")
     if w.device != x.device:
         raise ValueError(f"{name}: expected a tensor on {x.device} like x, got {w.device}")
-    if w.device.type == "cpu" and w.numel() and not _compiling() and bool((w.detach() < 0).any()):
-        raise ValueError(f"{name}: expected weights >= 0, got min {float(w.detach().min())}")
+    _check_nonnegative(w, name, "weights")
 
 
-def _compiling() -> bool:
-    # Data-dependent checks (value ranges) would graph-break under torch.compile; the C++ kernels repeat them.
-    return torch.compiler.is_compiling()
+def _check_nonnegative(w, name, what):
+    """No negative value (NaN passes: it propagates, ops.md). Host check on CPU, device assertion on a GPU."""
+    if w.dtype == torch.bool or w.numel() == 0:
+        return
+    if w.device.type == "cpu":
+        if not _v.compiling() and bool((w.detach() < 0).any()):
+            raise ValueError(f"{name}: expected {what} >= 0, got min {float(w.detach().min())}")
+    else:
+        _v.check_values(~(w.detach() < 0).any(), f"{name}: expected {what} >= 0")
 
 
 def _check_map(t, name, allow_bool=True):
@@ -103,20 +108,6 @@ def _check_map(t, name, allow_bool=True):
         raise TypeError(f"{name}: expected a bool or floating-point tensor, got {t.dtype}")
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _ops(backend):
-    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
-
-
-def _triton_loaded():
-    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
-    from .triton import chamfer as _  # noqa: F401
-
-
 # backend="auto" on a GPU, per op, until GPU benchmarks decide: CUDA's column minimum is warp-level
 # instructions (Triton's goes through shared memory); Triton's patch tiles are coalesced across patches;
 # CUDA's distance transform is O(H*W) where Triton's row pass is O(W^2) per row.
@@ -125,14 +116,7 @@ _CUDA_AUTO = {"nearest_neighbors": "cuda", "chamfer_distance": "cuda", "patch_ce
 
 
 def _pick(op, backend, device, dtype=None):
-    b = _backends.resolve(op, backend, device, _IMPL, _CUDA_AUTO[op], dtype=dtype, gpu_float64=False)
-    if b == "triton":
-        _triton_loaded()
-    return b
-
-
-def _deterministic(flag):
-    return torch.are_deterministic_algorithms_enabled() if flag is None else bool(flag)
+    return _v.pick("chamfer", op, backend, device, dtype, _CUDA_AUTO[op])
 
 
 def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, *, backend: str = "auto"):
@@ -195,11 +179,14 @@ def chamfer_distance(
     _check_weights(x_weights, "x_weights", x, N)
     _check_weights(y_weights, "y_weights", x, M)
     _check_choice(reduction, "reduction", _REDUCTIONS)
+    squared = _check_bool(squared, "squared")
+    bidirectional = _check_bool(bidirectional, "bidirectional")
+    det = _deterministic(deterministic)
     b = _pick("chamfer_distance", backend, x.device, x.dtype)
     if b == "reference":
-        return _ref.chamfer_distance(x, y, x_lengths, y_lengths, x_weights, y_weights, bool(squared), reduction, bool(bidirectional))
+        return _ref.chamfer_distance(x, y, x_lengths, y_lengths, x_weights, y_weights, squared, reduction, bidirectional)
     value, _, _ = _ops(b).chamfer_distance(
-        x, y, x_lengths, y_lengths, x_weights, y_weights, bool(squared), reduction, bool(bidirectional), _deterministic(deterministic)
+        x, y, x_lengths, y_lengths, x_weights, y_weights, squared, reduction, bidirectional, det
     )
     return value
 
@@ -219,7 +206,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
         Differentiable in ``weights`` and ``offsets``.
     """
     _check_map(weights, "weights")
-    _check_int(patch_size, "patch_size", 1)
+    patch_size = _check_int(patch_size, "patch_size", 1)
     if offsets is not None:
         _tensor(offsets, "offsets")
         B, _, H, W = weights.shape
@@ -227,8 +214,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
             raise ValueError(f"offsets: expected shape [{B}, 2, {H}, {W}], got {tuple(offsets.shape)}")
         if offsets.dtype not in _FLOATS:
             raise TypeError(f"offsets: expected a floating-point tensor, got {offsets.dtype}")
-        if offsets.device != weights.device:
-            raise ValueError(f"offsets: expected a tensor on {weights.device} like weights, got {offsets.device}")
+        _v.check_same_device(offsets, "offsets", weights, "weights")
     b = _pick("patch_centroids", backend, weights.device, weights.dtype)
     if b == "reference":
         return _ref.patch_centroids(weights, patch_size, offsets)
@@ -267,11 +253,14 @@ def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3
         raise TypeError(f"patch_sizes: expected a sequence of ints, got {type(patch_sizes).__name__}") from None
     if not ps:
         raise ValueError("patch_sizes: expected at least one patch size, got an empty sequence")
-    for p in ps:
-        _check_int(p, "patch_sizes", 1)
+    ps = [_check_int(p, "patch_sizes", 1) for p in ps]
     if isinstance(min_mass, bool) or not isinstance(min_mass, (int, float)) or not (min_mass >= 0) or math.isinf(min_mass):
         raise ValueError(f"min_mass: expected a finite float >= 0, got {min_mass!r}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
+    # Masses are weights: a negative one makes the coverage min(1, m/p) and the value jump (ops.md:
+    # a value out of range is an error, never clamped).
+    _check_nonnegative(a, "a", "weights")
+    _check_nonnegative(b, "b", "weights")
     bk = _pick("patch_centroid_chamfer", backend, a.device, a.dtype)
     if bk == "reference":
         return _ref.patch_centroid_chamfer(a, b, tuple(ps), float(min_mass), reduction)

@@ -14,21 +14,19 @@ import os
 
 import torch
 
-from . import _backends
+from . import _validate as _v
+from ._validate import check_int as _check_int
+from ._validate import deterministic as _deterministic
+from ._validate import ops as _ops
+from ._validate import tensor as _tensor
 from .reference import corr as _ref
 
 __all__ = ["CorrBlock", "corr_lookup", "corr_lookup_otf", "corr_pyramid", "corr_volume", "local_corr"]
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
 LAYOUTS = ("raft", "yx")
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _tensor(x, name):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-
-
 def _check_fmap(x, name):
     _tensor(x, name)
     if x.dim() != 4:
@@ -64,17 +62,28 @@ def _check_coords(coords, B, H1, W1, device, what):
         raise ValueError(f"coords: expected a tensor on {device}, got {coords.device}")
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
 def _check_scale(scale):
     if scale is None:
         return None
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise TypeError(f"scale: expected a finite float or None, got {scale!r}")
+    # The GEMMs fold the scale into alpha (cuBLAS/BLAS): past float32's range it cannot be converted
+    # (float32 features) or turns overflowing sums into NaN instead of inf; no feature scale needs more.
+    if abs(scale) > _MAX_SCALE:
+        raise ValueError(f"scale: expected |scale| <= 2**64, got {scale!r}")
     return float(scale)
+
+
+_MAX_SCALE = 2.0**64
+
+
+def _check_taps(radius, num_levels):
+    """radius in [0, 1024], and L * (2r+1)^2 output channels indexable in 32 bits."""
+    radius = _check_int(radius, "radius", 0)
+    if num_levels * (2 * radius + 1) ** 2 > _v.INT32_MAX:
+        raise ValueError(f"radius: expected num_levels * (2 * radius + 1)^2 <= {_v.INT32_MAX} output channels, "
+                         f"got radius={radius} with {num_levels} levels")
+    return radius
 
 
 def _check_layout(layout):
@@ -104,15 +113,7 @@ def _check_pyramid(pyramid):
             )
 
 
-def _deterministic(flag):
-    return torch.are_deterministic_algorithms_enabled() if flag is None else bool(flag)
-
-
 # ---------------------------------------------------------------------------------------------- backends
-def _ops(backend):
-    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
-
-
 # backend="auto" on a GPU, per op, until GPU benchmarks decide: cuBLAS (through at::baddbmm) for the
 # volume and pyramid; the CUDA lookup keeps its window reads in L1; Triton loads 32-channel chunks of D
 # in the memory-free lookup and local_corr where the CUDA kernels loop over D with scalar loads.
@@ -121,16 +122,7 @@ _CUDA_AUTO = {"corr_volume": "cuda", "corr_pyramid": "cuda", "corr_lookup": "cud
 
 
 def _pick(op, backend, device, dtype=None):
-    b = _backends.resolve(op, backend, device, _IMPL, _CUDA_AUTO[op], dtype=dtype, gpu_float64=False)
-    if b == "triton":
-        # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
-        try:
-            from .triton import corr as _  # noqa: F401
-        except ImportError as e:
-            raise _backends.BackendUnavailable(
-                f"{op}: backend 'triton' is unavailable: the Triton corr module cannot be imported ({e})"
-            ) from e
-    return b
+    return _v.pick("corr", op, backend, device, dtype, _CUDA_AUTO[op])
 
 
 # ---------------------------------------------------------------------------------------------- ops
@@ -164,7 +156,7 @@ def corr_pyramid(
         feature maps.
     """
     _check_pair(fmap1, fmap2)
-    _check_int(num_levels, "num_levels", 1)
+    num_levels = _check_int(num_levels, "num_levels", 1)
     scale = _check_scale(scale)
     b = _pick("corr_pyramid", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
@@ -205,7 +197,9 @@ def corr_lookup(
             f"coords: expected shape [B, 2, H1, W1] with B*H1*W1 = {B_HW} (pyramid[0].shape[0]), got {tuple(coords.shape)}"
         )
     _check_coords(coords, *coords.shape[:1], *coords.shape[2:], pyramid[0].device, "like the pyramid")
-    _check_int(radius, "radius", 0)
+    if len(pyramid) > _v.INT_LIMITS["num_levels"][0]:
+        raise ValueError(f"pyramid: expected at most {_v.INT_LIMITS['num_levels'][0]} levels, got {len(pyramid)}")
+    radius = _check_taps(radius, len(pyramid))
     _check_layout(layout)
     det = _deterministic(deterministic)
     b = _pick("corr_lookup", backend, coords.device, pyramid[0].dtype if len(pyramid) else None)
@@ -242,8 +236,8 @@ def corr_lookup_otf(
     _check_pair(fmap1, fmap2)
     B, _, H1, W1 = fmap1.shape
     _check_coords(coords, B, H1, W1, fmap1.device, "like fmap1")
-    _check_int(radius, "radius", 0)
-    _check_int(num_levels, "num_levels", 1)
+    num_levels = _check_int(num_levels, "num_levels", 1)
+    radius = _check_taps(radius, num_levels)
     scale = _check_scale(scale)
     _check_layout(layout)
     det = _deterministic(deterministic)
@@ -277,9 +271,9 @@ def local_corr(
         ``(dy+d)*(2d+1) + (dx+d)`` (dy slowest), zeros where the tap leaves fmap2. Differentiable in both.
     """
     _check_pair(fmap1, fmap2, same_size=True)
-    _check_int(max_displacement, "max_displacement", 0)
-    _check_int(stride, "stride", 1)
-    _check_int(dilation, "dilation", 1)
+    max_displacement = _check_int(max_displacement, "max_displacement", 0)
+    stride = _check_int(stride, "stride", 1)
+    dilation = _check_int(dilation, "dilation", 1)
     scale = _check_scale(scale)
     b = _pick("local_corr", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
@@ -347,8 +341,8 @@ class CorrBlock:
         layout: str = "raft",
     ):
         _check_pair(fmap1, fmap2)
-        _check_int(num_levels, "num_levels", 1)
-        _check_int(radius, "radius", 0)
+        num_levels = _check_int(num_levels, "num_levels", 1)
+        radius = _check_taps(radius, num_levels)
         _check_layout(layout)
         if mode not in ("auto", "allpairs", "otf"):
             raise ValueError(f"mode: expected one of 'auto', 'allpairs', 'otf', got {mode!r}")

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from . import _backends
+from . import _validate as _v
+from ._validate import check_bool as _check_bool
+from ._validate import check_choice as _check_choice
+from ._validate import check_int as _check_int
+from ._validate import ops as _ops
+from ._validate import tensor as _tensor
 from .reference import edges as _ref
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
 _BORDERS = ("replicate", "reflect101", "zeros")
-
-
-def _tensor(x, name):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
 
 def _check_image(x, name, allow_int=False):
@@ -43,36 +42,11 @@ def _check_mask(mask, name, like=None, allow_bool=True):
                 f"{name}: expected shape [{ref.shape[0]}, 1, {ref.shape[2]}, {ref.shape[3]}] to match {ref_name}, "
                 f"got {tuple(mask.shape)}"
             )
-        if mask.device != ref.device:
-            raise ValueError(f"{name}: expected a tensor on {ref.device} like {ref_name}, got {mask.device}")
+        _v.check_same_device(mask, name, ref, ref_name)
 
 
-def _check_choice(value, name, choices):
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
-def _check_int(value, name, minimum, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}{' or None' if allow_none else ''}, got {value!r}")
-
-
-def _ops(backend):
-    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
-
-
-def _triton_loaded():
-    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
-    from .triton import edges as _  # noqa: F401
-
-
-def _pick(op, backend, device):
-    b = _backends.resolve(op, backend, device, _IMPL)
-    if b == "triton":
-        _triton_loaded()
-    return b
+def _pick(op, backend, x):
+    return _v.pick("edges", op, backend, x.device, x.dtype)
 
 
 def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate", *, backend: str = "auto") -> torch.Tensor:
@@ -87,11 +61,12 @@ def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate", *
         Differentiable. Matches ``cv2.Sobel(ksize=3)`` (divided by 8 when normalized).
     """
     _check_image(x, "x")
+    normalized = _check_bool(normalized, "normalized")
     _check_choice(border, "border", _BORDERS)
-    b = _pick("sobel", backend, x.device)
+    b = _pick("sobel", backend, x)
     if b == "reference":
         return _ref.sobel(x, normalized, border)
-    return _ops(b).sobel(x, bool(normalized), border)
+    return _ops(b).sobel(x, normalized, border)
 
 
 def gradient_magnitude(
@@ -111,12 +86,11 @@ def gradient_magnitude(
     _check_image(x, "x")
     _check_choice(kernel, "kernel", ("sobel", "scharr"))
     _check_choice(reduce, "reduce", ("sum", "none"))
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps: expected a float >= 0, got {eps!r}")
-    b = _pick("gradient_magnitude", backend, x.device)
+    eps = _v.check_float(eps, "eps", minimum=0.0)
+    b = _pick("gradient_magnitude", backend, x)
     if b == "reference":
-        return _ref.gradient_magnitude(x, kernel, reduce, float(eps))
-    return _ops(b).gradient_magnitude(x, kernel, reduce, float(eps))
+        return _ref.gradient_magnitude(x, kernel, reduce, eps)
+    return _ops(b).gradient_magnitude(x, kernel, reduce, eps)
 
 
 def mask_boundary(mask: torch.Tensor, mode: str = "inner", width: int = 1, *, backend: str = "auto") -> torch.Tensor:
@@ -134,8 +108,8 @@ def mask_boundary(mask: torch.Tensor, mode: str = "inner", width: int = 1, *, ba
     """
     _check_mask(mask, "mask")
     _check_choice(mode, "mode", ("inner", "outer", "thick"))
-    _check_int(width, "width", 1)
-    b = _pick("mask_boundary", backend, mask.device)
+    width = _check_int(width, "width", 1)
+    b = _pick("mask_boundary", backend, mask)
     if b == "reference":
         return _ref.mask_boundary(mask, mode, width)
     return _ops(b).mask_boundary(mask, mode, width)
@@ -165,11 +139,12 @@ def flow_edges(
         _check_mask(mask, "mask", like=("flow", flow))
         if mask.requires_grad:
             raise ValueError("mask: flow_edges has no gradient with respect to the mask (a training target); pass mask.detach()")
-    _check_int(band, "band", 1, allow_none=True)
-    b = _pick("flow_edges", backend, flow.device)
+    band = _check_int(band, "band", 1, allow_none=True)
+    normalize = _check_bool(normalize, "normalize")
+    b = _pick("flow_edges", backend, flow)
     if b == "reference":
-        return _ref.flow_edges(flow, mask, band, bool(normalize))
-    return _ops(b).flow_edges(flow, mask, band, bool(normalize))
+        return _ref.flow_edges(flow, mask, band, normalize)
+    return _ops(b).flow_edges(flow, mask, band, normalize)
 
 
 def canny(
@@ -190,17 +165,23 @@ def canny(
     _check_image(img, "img", allow_int=True)
     if img.shape[1] not in (1, 3):
         raise ValueError(f"img: expected 1 or 3 channels, got shape {tuple(img.shape)}")
+    # A NaN or infinite threshold has no meaning (OpenCV floors them to ints): refused on every backend.
+    low = _v.check_float(low, "low", what="a finite number")
+    high = _v.check_float(high, "high", what="a finite number")
+    # OpenCV floors the thresholds to int (and squares them for L2): past 2**31 they are not ints any
+    # backend can hold (the reference raised OverflowError on 1e308).
     for name, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name}: expected a number, got {type(v).__name__}")
-    if kernel_size != 3:
+        if abs(v) > 2**31:
+            raise ValueError(f"{name}: expected a threshold with |{name}| <= 2**31, got {v!r}")
+    if isinstance(kernel_size, bool) or kernel_size != 3:
         raise ValueError(f"kernel_size: only 3 is supported, got {kernel_size!r}")
+    l2_gradient = _check_bool(l2_gradient, "l2_gradient")
     if img.requires_grad:
         raise ValueError("img: canny is not differentiable; pass img.detach()")
-    b = _pick("canny", backend, img.device)
+    b = _pick("canny", backend, img)
     if b == "reference":
-        return _ref.canny(img, float(low), float(high), 3, bool(l2_gradient))
-    return _ops(b).canny(img, float(low), float(high), 3, bool(l2_gradient))
+        return _ref.canny(img, low, high, 3, l2_gradient)
+    return _ops(b).canny(img, low, high, 3, l2_gradient)
 
 
 def distance_transform(mask: torch.Tensor, return_indices: bool = False, *, backend: str = "auto"):
@@ -220,9 +201,10 @@ def distance_transform(mask: torch.Tensor, return_indices: bool = False, *, back
         raise ValueError(f"mask: expected a 4-D tensor [B, 1, H, W], got shape {tuple(mask.shape)}")
     if mask.requires_grad:
         raise ValueError("mask: distance_transform is not differentiable; pass mask.detach()")
-    b = _pick("distance_transform", backend, mask.device)
+    return_indices = _check_bool(return_indices, "return_indices")
+    b = _pick("distance_transform", backend, mask)
     if b == "reference":
-        d, i = _ref.distance_transform(mask, bool(return_indices))
+        d, i = _ref.distance_transform(mask, return_indices)
     else:
-        d, i = _ops(b).distance_transform(mask, bool(return_indices))
+        d, i = _ops(b).distance_transform(mask, return_indices)
     return (d, i) if return_indices else d

@@ -16,18 +16,14 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _backends
+from . import _validate as _v
+from ._validate import check_int as _check_int
+from ._validate import ops as _ops
+from ._validate import tensor as _tensor
 from .layouts import BLAZEPOSE33, COCO17, H36M17, LAYOUTS, Layout, convert_keypoints  # noqa: F401
 from .reference import skeleton as _ref
 
 __all__: list[str] = ["convert_keypoints", "skeleton_points", "skeleton_match", "skeleton_offset_map"]
-
-_IMPL = ("reference", "cpu", "cuda", "triton")
-
-
-def _tensor(x, name):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
 
 
 def _check_points(pts, pn, conf, cn, what):
@@ -43,20 +39,11 @@ def _check_points(pts, pn, conf, cn, what):
         )
     if conf.dtype != pts.dtype:
         raise TypeError(f"{cn}: expected dtype {pts.dtype} like {pn}, got {conf.dtype}")
-    if conf.device != pts.device:
-        raise ValueError(f"{cn}: expected a tensor on {pts.device} like {pn}, got {conf.device}")
+    _v.check_same_device(conf, cn, pts, pn)
 
 
-def _ops(backend):
-    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
-
-
-def _pick(op, backend, device):
-    b = _backends.resolve(op, backend, device, _IMPL)
-    if b == "triton":
-        # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
-        from .triton import skeleton as _  # noqa: F401
-    return b
+def _pick(op, backend, t):
+    return _v.pick("skeleton", op, backend, t.device, t.dtype)
 
 
 def _bones_tensor(bones, J: int, device) -> torch.Tensor:
@@ -115,10 +102,12 @@ def skeleton_points(
         ``conf`` (the backward is a per-joint gather: deterministic, no atomics).
     """
     _check_points(joints, "joints", conf, "conf", "J")
-    if isinstance(points_per_bone, bool) or not isinstance(points_per_bone, int) or points_per_bone < 1:
-        raise ValueError(f"points_per_bone: expected an int >= 1, got {points_per_bone!r}")
+    points_per_bone = _check_int(points_per_bone, "points_per_bone", 1)
     bt = _bones_tensor(bones, joints.shape[1], joints.device)
-    b = _pick("skeleton_points", backend, joints.device)
+    if bt.shape[0] * points_per_bone > _v.INT32_MAX:
+        raise ValueError(f"points_per_bone: expected E * points_per_bone <= {_v.INT32_MAX} (point indices are "
+                         f"32-bit), got {bt.shape[0]} * {points_per_bone}")
+    b = _pick("skeleton_points", backend, joints)
     if b == "reference":
         if isinstance(bones, torch.Tensor) and bt.numel() and not bool(((bt >= 0) & (bt < joints.shape[1])).all()):
             raise ValueError(f"bones: expected joint indices in [0, {joints.shape[1]}), got values from "
@@ -144,8 +133,7 @@ def _check_match(pts, pn, conf, mask, eps, op, pts1=None):
         raise ValueError(f"mask: expected batch size {pts.shape[0]} like {pn}, got shape {tuple(mask.shape)}")
     if not (mask.dtype in (torch.bool, torch.uint8) or mask.is_floating_point()):
         raise TypeError(f"mask: expected a bool, uint8 or floating-point tensor, got {mask.dtype}")
-    if mask.device != pts.device:
-        raise ValueError(f"mask: expected a tensor on {pts.device} like {pn}, got {mask.device}")
+    _v.check_same_device(mask, "mask", pts, pn)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < 0.5:
         raise ValueError(f"eps: expected a float in (0, 0.5), got {eps!r}")
     for name, t in ((pn, pts), ("points_t1", pts1), ("conf", conf), ("mask", mask)):
@@ -180,7 +168,7 @@ def skeleton_match(
         ``c > eps``. No gradient: raises ``ValueError`` if an input requires grad.
     """
     _check_match(points, "points", conf, mask, eps, "skeleton_match")
-    b = _pick("skeleton_match", backend, points.device)
+    b = _pick("skeleton_match", backend, points)
     if b == "reference":
         return _ref.skeleton_match(points, conf, mask, float(eps))
     return _ops(b).skeleton_match(points, conf, mask, float(eps))
@@ -209,7 +197,7 @@ def skeleton_offset_map(
         float16/bfloat16 differences are computed in float32, then rounded). No gradient.
     """
     _check_match(points_t, "points_t", conf, mask, eps, "skeleton_offset_map", pts1=points_t1)
-    b = _pick("skeleton_offset_map", backend, points_t.device)
+    b = _pick("skeleton_offset_map", backend, points_t)
     if b == "reference":
         return _ref.skeleton_offset_map(points_t, points_t1, conf, mask, float(eps))
     return _ops(b).skeleton_offset_map(points_t, points_t1, conf, mask, float(eps))

@@ -28,21 +28,10 @@ FLOATS = (torch.float32, torch.float64)
 OTF_FACTOR = 20.0
 
 
-def _triton_importable():
-    try:
-        import hmore_kernels.triton.corr  # noqa: F401
-    except Exception as e:  # ImportError, or the module failing while it registers its ops
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
 @pytest.fixture
 def cb(backend) -> BackendCase:
-    """The backend under test; the interpreted-triton case skips while the Triton corr module is missing."""
-    if backend.name == "triton":
-        why = _triton_importable()
-        if why is not None and backend.interpreted:
-            pytest.skip(f"hmore_kernels.triton.corr cannot be imported yet ({why})")
+    """The backend under test. (A guard here once turned any exception raised while importing the Triton
+    corr module into a skip; a broken module must fail its tests instead, so there is none.)"""
     return backend
 
 
@@ -374,15 +363,24 @@ class TestCorrLookupOtf:
             assert_close(a.cpu(), e.cpu(), dtype=dtype, atol=tol(dtype, 50)[0], rtol=tol(dtype, 50)[1], msg=f"grad {name}")
 
     def test_deterministic(self, cb, gen):
+        """deterministic=True gives bit-identical fmap2 gradients run to run (on a GPU its scatter sorts
+        the contributions instead of adding them with float atomics), and both paths -- sorted and
+        atomic -- give the reference's gradient. On CPU and through the interpreter both flags run the
+        same serial code, so there the repeat is trivially equal and what can fail is the comparison of
+        each path with the reference; the atomic-vs-sorted comparison bites on a GPU."""
         f1, f2 = randn(gen, 1, 8, 6, 7, device=cb.device), randn(gen, 1, 8, 6, 7, device=cb.device)
         c = coords_for(gen, 1, 6, 7, 6, 7, device=cb.device)
         g = randn(gen, 1, 2 * 9, 6, 7, device=cb.device)
-        res = []
-        for _ in range(2):
+        res = {True: [], False: []}
+        for det in (True, True, False):
             a, b = f1.clone().requires_grad_(), f2.clone().requires_grad_()
-            torch.autograd.backward(call(cb, "corr_lookup_otf", a, b, c, 1, 2, deterministic=True), g)
-            res.append(b.grad)
-        assert torch.equal(res[0], res[1])
+            torch.autograd.backward(call(cb, "corr_lookup_otf", a, b, c, 1, 2, deterministic=det), g)
+            res[det].append(b.grad)
+        assert torch.equal(res[True][0], res[True][1])
+        a, b = f1.cpu().double().requires_grad_(), f2.cpu().double().requires_grad_()
+        torch.autograd.backward(ref.corr_lookup_otf(a, b, c.cpu().double(), 1, 2), g.cpu().double())
+        for det in (True, False):
+            assert_close(res[det][0].cpu().double(), b.grad, atol=1e-4, rtol=1e-4, msg=f"deterministic={det}")
 
     def test_empty(self, cb, gen):
         f = randn(gen, 0, 4, 3, 5, device=cb.device)

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <optional>
 
 #include "chamfer/chamfer.h"
 #include "common.h"
@@ -43,6 +45,49 @@ inline void check_pcc_agreement(const at::Tensor& a, const at::Tensor& b, at::In
                       patch_sizes);
   TORCH_CHECK_VALUE(min_mass >= 0 && std::isfinite(min_mass), "min_mass: expected a finite float >= 0, got ",
                     min_mass);
+}
+
+// ---- Non-finite points (ops.md, "Non-finite values and value checks") -----------------------------
+// A point with a non-finite coordinate is never anyone's nearest point; its own distance is NaN and its
+// index -1, and a Chamfer value over a cloud that holds one (inside its length) is NaN. The kernels
+// compare `d < best`, so a NaN distance never wins; an infinite coordinate, though, gives an inf or a
+// NaN distance depending on the other point. So the search runs on clouds whose non-finite points have
+// all-NaN coordinates (search_points), then the searched points' own results are marked (mark_nonfinite).
+
+// [B, N] bool: point n of cloud b is inside its length (all true without lengths).
+inline at::Tensor valid_points(const at::Tensor& p, const std::optional<at::Tensor>& lengths) {
+  const int64_t B = p.size(0), N = p.size(1);
+  auto bopts = p.options().dtype(at::kBool);
+  if (!lengths.has_value()) return at::ones({B, N}, bopts);
+  return at::arange(N, lengths->options()).unsqueeze(0) < lengths->unsqueeze(1);
+}
+
+// [B, N] bool: point inside its length with a non-finite coordinate.
+inline at::Tensor nonfinite_points(const at::Tensor& p, const std::optional<at::Tensor>& lengths) {
+  if (p.size(2) == 0) return at::zeros({p.size(0), p.size(1)}, p.options().dtype(at::kBool));
+  return at::isfinite(p).all(-1).logical_not().logical_and(valid_points(p, lengths));
+}
+
+// p with every non-finite point's coordinates set to NaN (p itself when `check_first` finds none: the
+// host check is free on CPU; on a GPU it would synchronise, so the copy is made unconditionally).
+inline at::Tensor search_points(const at::Tensor& p, const at::Tensor& bad, bool check_first) {
+  if (p.numel() == 0 || (check_first && !bad.any().item<bool>())) return p;
+  return at::where(bad.unsqueeze(-1), at::full({}, std::numeric_limits<double>::quiet_NaN(), p.options()), p);
+}
+
+// dist [B, N] := NaN and idx [B, N] := -1 at the non-finite points (in place).
+inline void mark_nonfinite(at::Tensor& dist, at::Tensor& idx, const at::Tensor& bad) {
+  if (dist.numel() == 0) return;
+  dist.masked_fill_(bad, std::numeric_limits<double>::quiet_NaN());
+  idx.masked_fill_(bad, -1);
+}
+
+// per-cloud values [B] + NaN where a searched cloud holds a non-finite point.
+inline at::Tensor poison_clouds(const at::Tensor& per, const at::Tensor& bad_x, const at::Tensor& bad_y,
+                                bool bidirectional) {
+  at::Tensor bad = bad_x.any(1);
+  if (bidirectional) bad = bad.logical_or(bad_y.any(1));
+  return at::where(bad.to(per.device()), at::full({}, std::numeric_limits<double>::quiet_NaN(), per.options()), per);
 }
 
 }  // namespace hmore

@@ -622,10 +622,14 @@ std::tuple<at::Tensor, at::Tensor> nearest_neighbors_cpu(const at::Tensor& x, co
   const int64_t B = x.size(0), N = x.size(1), M = y.size(1);
   auto nxl = read_lengths(x_lengths, B, N, "x_lengths", x);
   auto nyl = read_lengths(y_lengths, B, M, "y_lengths", x);
+  const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);
+  const at::Tensor xs = search_points(x, bad_x, true), ys = search_points(y, bad_y, true);
   at::Tensor dx, ix, dy, iy;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "nearest_neighbors_cpu",
-                             [&] { nn_both<scalar_t>(x, y, nxl, nyl, false, dx, ix, dy, iy); });
-  return {dx, ix.to(at::kLong)};
+                             [&] { nn_both<scalar_t>(xs, ys, nxl, nyl, false, dx, ix, dy, iy); });
+  at::Tensor il = ix.to(at::kLong);
+  mark_nonfinite(dx, il, bad_x);
+  return {dx, il};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cpu(
@@ -641,10 +645,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cpu(
   auto nyl = read_lengths(y_lengths, B, M, "y_lengths", x);
   at::Tensor wx = read_weights(x_weights, B, N, "x_weights", x);
   at::Tensor wy = read_weights(y_weights, B, M, "y_weights", x);
+  const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);
+  const at::Tensor xs = search_points(x, bad_x, true), ys = search_points(y, bad_y, true);
   at::Tensor dx, ix, dy, iy;
   at::Tensor per = at::zeros({B}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "chamfer_distance_cpu", [&] {
-    nn_both<scalar_t>(x, y, nxl, nyl, bidirectional, dx, ix, dy, iy);
+    nn_both<scalar_t>(xs, ys, nxl, nyl, bidirectional, dx, ix, dy, iy);
     std::vector<double> num(static_cast<size_t>(B)), den(static_cast<size_t>(B));
     double* pp = per.data_ptr<double>();
     const bool norm = red != ChamferReduction::Sum;
@@ -658,7 +664,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cpu(
       for (int64_t b = 0; b < B; ++b) pp[b] += num[size_t(b)] * direction_scale<double>(den[size_t(b)], norm);
     }
   });
-  at::Tensor value = reduce_batch(per, red).to(x.scalar_type());
+  at::Tensor value = reduce_batch(poison_clouds(per, bad_x, bad_y, bidirectional), red).to(x.scalar_type());
   at::Tensor idx_y = bidirectional ? iy.to(at::kLong) : at::empty({B, 0}, x.options().dtype(at::kLong));
   return {value, ix.to(at::kLong), idx_y};
 }
@@ -811,7 +817,7 @@ at::Tensor as_float_map(const at::Tensor& t, at::ScalarType st) { return t.to(st
 std::tuple<at::Tensor, at::Tensor> patch_centroids_cpu(const at::Tensor& weights, int64_t patch_size,
                                                        const std::optional<at::Tensor>& offsets) {
   check_map(weights, "weights");
-  TORCH_CHECK_VALUE(patch_size >= 1, "patch_size: expected an int >= 1, got ", patch_size);
+  check_int_arg(patch_size, "patch_size", 1, kMaxPatch);
   const at::ScalarType st = weights.scalar_type() == at::kBool ? at::kFloat : weights.scalar_type();
   const int64_t B = weights.size(0), H = weights.size(2), W = weights.size(3);
   if (offsets.has_value()) {
@@ -855,7 +861,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroids_backward_cpu(const at::Tensor
                                                                 const at::Tensor& centroids, const at::Tensor& mass,
                                                                 int64_t patch_size) {
   check_map(weights, "weights");
-  TORCH_CHECK_VALUE(patch_size >= 1, "patch_size: expected an int >= 1, got ", patch_size);
+  check_int_arg(patch_size, "patch_size", 1, kMaxPatch);
   const at::ScalarType st = weights.scalar_type() == at::kBool ? at::kFloat : weights.scalar_type();
   const int64_t B = weights.size(0), H = weights.size(2), W = weights.size(3);
   const int p = int(patch_size);
@@ -910,7 +916,7 @@ namespace {
 void check_pcc(const at::Tensor& a, const at::Tensor& b, at::IntArrayRef patch_sizes, double min_mass) {
   check_map(a, "a");
   check_map(b, "b");
-  check_pcc_agreement(a, b, patch_sizes, min_mass, std::numeric_limits<int32_t>::max());
+  check_pcc_agreement(a, b, patch_sizes, min_mass, kMaxPatch);
 }
 
 at::ScalarType pcc_dtype(const at::Tensor& a, const at::Tensor& b) {

@@ -64,13 +64,18 @@ void check_pair(const at::Tensor& x, const at::Tensor& y) {
   check_pair_agreement(x, y);
 }
 
-// [B] int64 on x's device, contiguous; undefined when absent. Values are clamped on the device.
-at::Tensor lengths_arg(const std::optional<at::Tensor>& l, int64_t B, const char* name, const at::Tensor& x) {
+// [B] int64 on x's device, contiguous; undefined when absent. ops.md: a length out of [0, N] is an error,
+// never clamped; it is asserted on the device (torch._assert_async: no host synchronisation).
+at::Tensor lengths_arg(const std::optional<at::Tensor>& l, int64_t B, int64_t N, const char* name,
+                       const at::Tensor& x) {
   if (!l.has_value()) return at::Tensor();
   const at::Tensor& t = *l;
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == B, name, ": expected shape [", B, "], got ", t.sizes());
   TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, name, ": expected int64, got ", t.scalar_type());
   check_same_device(t, name, x, "x");
+  if (B > 0)
+    at::_assert_async(((t >= 0) & (t <= N)).all(),
+                      std::string(name) + ": expected values in [0, " + std::to_string(N) + "]");
   return t.contiguous();
 }
 
@@ -153,15 +158,21 @@ std::tuple<at::Tensor, at::Tensor> nearest_neighbors_cuda(const at::Tensor& x, c
                                                           const std::optional<at::Tensor>& y_lengths) {
   check_pair(x, y);
   const int64_t B = x.size(0), N = x.size(1), M = y.size(1);
-  at::Tensor xl = lengths_arg(x_lengths, B, "x_lengths", x);
-  at::Tensor yl = lengths_arg(y_lengths, B, "y_lengths", x);
+  at::Tensor xl = lengths_arg(x_lengths, B, N, "x_lengths", x);
+  at::Tensor yl = lengths_arg(y_lengths, B, M, "y_lengths", x);
   const c10::cuda::CUDAGuard guard(x.device());
-  if (B * N == 0 || M == 0)
-    return {at::zeros({B, N}, x.options().dtype(at::kFloat)), at::full({B, N}, -1, x.options().dtype(at::kLong))};
-  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);
+  if (B * N == 0 || M == 0) {
+    at::Tensor dist = at::zeros({B, N}, x.options().dtype(at::kFloat)), idx = at::full({B, N}, -1, x.options().dtype(at::kLong));
+    mark_nonfinite(dist, idx, bad_x);
+    return {dist, idx};
+  }
+  const at::Tensor xc = search_points(x, bad_x, false).contiguous(), yc = search_points(y, bad_y, false).contiguous();
   auto keys = key_pass(xc, yc, xl, yl, false, "nearest_neighbors");
   auto r = unpack(keys.first, xl, at::Tensor(), true, true);
-  return {std::get<1>(r), std::get<0>(r)};
+  at::Tensor dist = std::get<1>(r), idx = std::get<0>(r);
+  mark_nonfinite(dist, idx, bad_x);
+  return {dist, idx};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cuda(
@@ -173,17 +184,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cuda(
   check_pair(x, y);
   const ChamferReduction red = parse_chamfer_reduction(reduction);
   const int64_t B = x.size(0), N = x.size(1), M = y.size(1);
-  at::Tensor xl = lengths_arg(x_lengths, B, "x_lengths", x);
-  at::Tensor yl = lengths_arg(y_lengths, B, "y_lengths", x);
+  at::Tensor xl = lengths_arg(x_lengths, B, N, "x_lengths", x);
+  at::Tensor yl = lengths_arg(y_lengths, B, M, "y_lengths", x);
   at::Tensor wx = weights_arg(x_weights, B, N, "x_weights", x);
   at::Tensor wy = weights_arg(y_weights, B, M, "y_weights", x);
   const c10::cuda::CUDAGuard guard(x.device());
   auto lopts = x.options().dtype(at::kLong);
   if (B == 0 || N == 0 || M == 0) {  // every point lacks a neighbour: distance 0, index -1, value 0
-    at::Tensor per = at::zeros({B}, x.options().dtype(at::kFloat));
+    at::Tensor per = poison_clouds(at::zeros({B}, x.options().dtype(at::kFloat)), nonfinite_points(x, x_lengths),
+                                   nonfinite_points(y, y_lengths), bidirectional);
     return {reduce_batch(per, red), at::full({B, N}, -1, lopts), at::full({B, bidirectional ? M : 0}, -1, lopts)};
   }
-  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  const at::Tensor bad_x = nonfinite_points(x, x_lengths), bad_y = nonfinite_points(y, y_lengths);
+  const at::Tensor xc = search_points(x, bad_x, false).contiguous(), yc = search_points(y, bad_y, false).contiguous();
   auto keys = key_pass(xc, yc, xl, yl, bidirectional, "chamfer_distance");
   auto rx = unpack(keys.first, xl, wx, squared, false);
   at::Tensor per = direction_value(std::get<2>(rx), std::get<3>(rx), red);
@@ -195,7 +208,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chamfer_distance_cuda(
   } else {
     idx_y = at::empty({B, 0}, lopts);
   }
-  return {reduce_batch(per, red), std::get<0>(rx), idx_y};
+  return {reduce_batch(poison_clouds(per, bad_x, bad_y, bidirectional), red), std::get<0>(rx), idx_y};
 }
 
 namespace {
@@ -305,10 +318,9 @@ at::ScalarType map_dtype(const at::Tensor& t) { return t.scalar_type() == at::kB
 std::tuple<at::Tensor, at::Tensor> patch_centroids_cuda(const at::Tensor& weights, int64_t patch_size,
                                                         const std::optional<at::Tensor>& offsets) {
   check_map(weights, "weights");
-  TORCH_CHECK_VALUE(patch_size >= 1, "patch_size: expected an int >= 1, got ", patch_size);
+  check_int_arg(patch_size, "patch_size", 1, kMaxPatch);
   const at::ScalarType st = map_dtype(weights);
   const int64_t B = weights.size(0), H = weights.size(2), W = weights.size(3), p = patch_size;
-  TORCH_CHECK_VALUE(p <= 46340, "patch_size: expected at most 46340 on the cuda backend, got ", p);
   if (offsets.has_value()) {
     const at::Tensor& o = *offsets;
     TORCH_CHECK_VALUE(o.dim() == 4 && o.size(0) == B && o.size(1) == 2 && o.size(2) == H && o.size(3) == W,
@@ -336,7 +348,7 @@ std::tuple<at::Tensor, at::Tensor> patch_centroids_backward_cuda(const at::Tenso
                                                                  const at::Tensor& centroids, const at::Tensor& mass,
                                                                  int64_t patch_size) {
   check_map(weights, "weights");
-  TORCH_CHECK_VALUE(patch_size >= 1, "patch_size: expected an int >= 1, got ", patch_size);
+  check_int_arg(patch_size, "patch_size", 1, kMaxPatch);
   const at::ScalarType st = map_dtype(weights);
   const int64_t B = weights.size(0), H = weights.size(2), W = weights.size(3), p = patch_size;
   const int64_t Hp = (H + p - 1) / p, Wp = (W + p - 1) / p;
@@ -366,7 +378,7 @@ namespace {
 void check_pcc(const at::Tensor& a, const at::Tensor& b, at::IntArrayRef patch_sizes, double min_mass) {
   check_map(a, "a");
   check_map(b, "b");
-  check_pcc_agreement(a, b, patch_sizes, min_mass, 46340);
+  check_pcc_agreement(a, b, patch_sizes, min_mass, kMaxPatch);
 }
 
 // Per scale: term and count arrays [B, Hp * Wp]; coef (if defined) receives [B, Hp * Wp, 6] at `offset` floats.

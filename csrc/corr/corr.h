@@ -65,15 +65,9 @@ inline void check_coords(const at::Tensor& c, int64_t B, int64_t H1, int64_t W1,
   check_same_device(c, "coords", like, like_name);
 }
 
-inline void check_radius(int64_t radius) {
-  TORCH_CHECK_VALUE(radius >= 0, "radius: expected an int >= 0, got ", radius);
-  TORCH_CHECK_VALUE(radius <= 1024, "radius: expected an int <= 1024, got ", radius);
-}
+inline void check_radius(int64_t radius) { check_int_arg(radius, "radius", 0, kMaxRadius); }
 
-inline void check_levels(int64_t num_levels) {
-  TORCH_CHECK_VALUE(num_levels >= 1, "num_levels: expected an int >= 1, got ", num_levels);
-  TORCH_CHECK_VALUE(num_levels <= 62, "num_levels: expected an int <= 62, got ", num_levels);
-}
+inline void check_levels(int64_t num_levels) { check_int_arg(num_levels, "num_levels", 1, kMaxLevels); }
 
 // Every level [N, 1, h0 >> l, w0 >> l], one dtype and device; coords [B, 2, H1, W1] with B*H1*W1 = N.
 inline void check_pyramid(at::TensorList pyr, const at::Tensor& coords, bool allow_half) {
@@ -102,10 +96,9 @@ inline void check_pyramid(at::TensorList pyr, const at::Tensor& coords, bool all
 }
 
 inline void check_local_args(int64_t d, int64_t stride, int64_t dilation) {
-  TORCH_CHECK_VALUE(d >= 0, "max_displacement: expected an int >= 0, got ", d);
-  TORCH_CHECK_VALUE(d <= 1024, "max_displacement: expected an int <= 1024, got ", d);
-  TORCH_CHECK_VALUE(stride >= 1, "stride: expected an int >= 1, got ", stride);
-  TORCH_CHECK_VALUE(dilation >= 1, "dilation: expected an int >= 1, got ", dilation);
+  check_int_arg(d, "max_displacement", 0, kMaxDisplacement);
+  check_int_arg(stride, "stride", 1, kMaxStride);
+  check_int_arg(dilation, "dilation", 1, kMaxDilation);
 }
 
 // grad of a lookup: [B, L*T, H1, W1].

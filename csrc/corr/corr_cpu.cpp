@@ -115,6 +115,10 @@ std::tuple<at::Tensor, at::Tensor> levels_backward(const std::vector<at::Tensor>
                                                    const at::Tensor& f2, double s) {
   const int64_t B = f1.size(0), D = f1.size(1), N1 = f1.size(2) * f1.size(3);
   const int64_t L = static_cast<int64_t>(G.size());
+  // No feature channels (or no pixels): the gradients are empty or zero. Checked before pooling fmap2,
+  // which avg_pool2d refuses for an empty tensor ("Expected 3D or 4D (batch mode) tensor").
+  if (f1.numel() == 0 || f2.numel() == 0) return {at::zeros_like(f1, at::MemoryFormat::Contiguous),
+                                                  at::zeros_like(f2, at::MemoryFormat::Contiguous)};
   std::vector<at::Tensor> f2l{f2};
   for (int64_t l = 1; l < L; ++l) f2l.push_back(pool2(f2l.back()));
   at::Tensor a = f1.reshape({B, D, N1});  // [B, D, N1]
@@ -250,7 +254,10 @@ at::Tensor lookup_kernel(const std::vector<at::Tensor>& pyr, const at::Tensor& c
             const A v10 = (iy1 && ix0) ? A(plane[(y0 + 1) * w + x0]) : A(0);
             const A v11 = (iy1 && ix1) ? A(plane[(y0 + 1) * w + x0 + 1]) : A(0);
             const A wx0 = fx.w0[a], wx1 = fx.w1[a], wy0 = fy.w0[bb], wy1 = fy.w1[bb];
-            const A v = v00 * (wx0 * wy0) + v01 * (wx1 * wy0) + v10 * (wx0 * wy1) + v11 * (wx1 * wy1);
+            // A level 0 pixels wide holds nothing: its taps read 0 whatever the coordinate (the
+            // reference's rule; a NaN weight times the zero padding would make them NaN).
+            const A v = (h == 0 || w == 0) ? A(0)
+                                           : v00 * (wx0 * wy0) + v01 * (wx1 * wy0) + v10 * (wx0 * wy1) + v11 * (wx1 * wy1);
             const int t = tap_index(a - r, bb - r, r, layout);
             o[(l * T_ + t) * HW] = v;
           }
@@ -535,6 +542,10 @@ void otf_forward_kernel(const at::Tensor& f1, const std::vector<at::Tensor>& lv,
         const Patch pt = (h > 0 && w > 0) ? patch_of(fx, fy, n, h, w) : Patch{};
         const A* lvl = lvp[l] + b * h * w * D;
         A* ol = o + static_cast<int64_t>(l) * T_ * HW;
+        if (h == 0 || w == 0) {  // an empty level: its taps read 0 whatever the coordinate (the reference)
+          for (int t = 0; t < T_; ++t) ol[t * HW] = A(0);
+          continue;
+        }
         const int64_t ox = fx.i0[0], oy = fy.i0[0];
         if (fx.i0[n - 1] - ox <= n && fy.i0[n - 1] - oy <= n) {
           // Fast path (every finite window of a level narrower than 2^22 pixels): the window's corners

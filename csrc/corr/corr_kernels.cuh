@@ -74,14 +74,16 @@ HMORE_HD long long level_size(long long n, int level) { return n >> level; }
 
 // Bilinear footprint of a sample at x on a 1-D axis: lower corner x0 and the two weights. Coordinates
 // outside the range of long long (inf, NaN, |x| > 9e18) are mapped far outside any image so that every
-// corner reads zero (NaN coordinates give NaN weights, as grid_sample gives NaN).
+// corner reads zero; a non-finite coordinate (NaN or +-inf) gets NaN weights, so its taps are NaN on
+// every backend (ops.md, "Non-finite values"; the reference's (x0 + 1) - x is NaN there too).
 template <typename A>
 HMORE_HD void bilinear_1d(A x, long long& x0, A& w0, A& w1) {
   const A big = A(4.0e18);
   if (!(x > -big && x < big)) {  // also catches NaN
     x0 = (long long)(-(1LL << 62));
-    w0 = x == x ? A(1) : x;  // NaN propagates
-    w1 = x == x ? A(0) : x;
+    const bool finite = x - x == A(0);  // inf - inf and NaN - NaN are NaN
+    w0 = finite ? A(1) : x - x;
+    w1 = finite ? A(0) : x - x;
     return;
   }
   x0 = floor_ll((double)x);
@@ -105,6 +107,10 @@ HMORE_HD void tap_position(A cx0, A cy0, int level, int dx, int dy, A& x, A& y) 
 template <typename T, typename A>
 HMORE_HD A bilinear_sample(const T* plane, long long h, long long w, long long rs, long long cs, A x, A y,
                            A* gx = nullptr, A* gy = nullptr) {
+  if (h == 0 || w == 0) {  // an empty level: taps read 0 whatever the coordinate (the reference's rule)
+    if (gx != nullptr) *gx = *gy = A(0);
+    return A(0);
+  }
   long long x0, y0;
   A wx0, wx1, wy0, wy1;
   bilinear_1d(x, x0, wx0, wx1);

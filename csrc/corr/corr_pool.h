@@ -6,10 +6,10 @@
 
 namespace hmore {
 
-// avg_pool2d (2, stride 2, floor) that also accepts a side shorter than 2 (-> an empty level, where
-// at::avg_pool2d would raise).
+// avg_pool2d (2, stride 2, floor) that also accepts a side shorter than 2 or an empty tensor (D = 0 or
+// B = 0) (-> an empty level, where at::avg_pool2d would raise).
 inline at::Tensor pool2(const at::Tensor& x) {
-  if (x.size(-1) < 2 || x.size(-2) < 2) {
+  if (x.numel() == 0 || x.size(-1) < 2 || x.size(-2) < 2) {
     auto sz = x.sizes().vec();
     sz[sz.size() - 1] /= 2;
     sz[sz.size() - 2] /= 2;

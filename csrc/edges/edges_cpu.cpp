@@ -36,21 +36,23 @@ using namespace hmore::edges;
 // Rows per parallel task: about 16k pixels, so tiny images do not pay for threads.
 int64_t row_grain(int64_t W) { return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(W, 1)); }
 
-// Per-task scratch of deriv_row: s and d (W + 2 each), z (W zeros: the missing row of the zeros
+// Per-task scratch of deriv_row: s (3 rows of W + 2) and d (W + 2), z (W zeros: the missing row of the zeros
 // border), then `extra` more rows of W for the caller (extra(k) is the k-th).
 template <typename T>
 struct DerivScratch {
-  DerivScratch(int W, int extra) : W_(W), buf(2 * (size_t(W) + 2) + size_t(W) * (1 + extra), T(0)) {}
+  DerivScratch(int W, int extra) : W_(W), buf(4 * (size_t(W) + 2) + size_t(W) * (1 + extra), T(0)) {}
   T* s() { return buf.data(); }
-  T* d() { return buf.data() + (W_ + 2); }
-  const T* z() { return buf.data() + 2 * (W_ + 2); }
-  T* extra(int k) { return buf.data() + 2 * (W_ + 2) + size_t(W_) * (1 + k); }
+  T* d() { return buf.data() + 3 * (W_ + 2); }
+  const T* z() { return buf.data() + 4 * (W_ + 2); }
+  T* extra(int k) { return buf.data() + 4 * (W_ + 2) + size_t(W_) * (1 + k); }
   int W_;
   std::vector<T> buf;
 };
 
-// gx, gy of row i of one plane [H, W]. s, d: scratch of W + 2 (entry j + 1 holds column j, entries 0
-// and W + 1 the border columns); zrow: W zeros (the missing row of the zeros border).
+// gx, gy of row i of one plane [H, W]. s: scratch of 3 (W + 2) (rows i-1, i, i+1 extended by the border
+// map: entry j + 1 holds column j, entries 0 and W + 1 the border columns), d: W + 2 (the vertical
+// differences, extended likewise); zrow: W zeros (the missing row of the zeros border). Differences
+// first, then weights (edges_kernels.cuh).
 template <typename T>
 inline void deriv_row(const T* __restrict__ plane, int H, int W, int i, int border, T so, T sc, T inv,
                       T* __restrict__ s, T* __restrict__ d, const T* __restrict__ zrow, T* __restrict__ gx,
@@ -59,18 +61,24 @@ inline void deriv_row(const T* __restrict__ plane, int H, int W, int i, int bord
   const T* __restrict__ r0 = a < 0 ? zrow : plane + int64_t(a) * W;
   const T* __restrict__ r1 = plane + int64_t(i) * W;
   const T* __restrict__ r2 = c < 0 ? zrow : plane + int64_t(c) * W;
+  T* __restrict__ e0 = s;
+  T* __restrict__ e1 = s + (W + 2);
+  T* __restrict__ e2 = s + 2 * (W + 2);
   for (int j = 0; j < W; ++j) {
-    s[j + 1] = smooth3(r0[j], r1[j], r2[j], so, sc);
+    e0[j + 1] = r0[j];
+    e1[j + 1] = r1[j];
+    e2[j + 1] = r2[j];
     d[j + 1] = r2[j] - r0[j];
   }
   const int l = map_border(-1, W, border), r = map_border(W, W, border);
-  s[0] = l < 0 ? T(0) : s[l + 1];
-  d[0] = l < 0 ? T(0) : d[l + 1];
-  s[W + 1] = r < 0 ? T(0) : s[r + 1];
-  d[W + 1] = r < 0 ? T(0) : d[r + 1];
+  for (T* e : {e0, e1, e2, d}) {
+    e[0] = l < 0 ? T(0) : e[l + 1];
+    e[W + 1] = r < 0 ? T(0) : e[r + 1];
+  }
   for (int j = 0; j < W; ++j) {
     T x_, y_;
-    deriv_from_cols(s[j], s[j + 2], d[j], d[j + 1], d[j + 2], so, sc, inv, x_, y_);
+    deriv_from_diffs(e0[j + 2] - e0[j], e1[j + 2] - e1[j], e2[j + 2] - e2[j], d[j], d[j + 1], d[j + 2], so, sc,
+                     inv, x_, y_);
     gx[j] = x_;
     gy[j] = y_;
   }
@@ -130,6 +138,13 @@ void adjoint_planes(const T* g, T* out, int64_t N, int H, int W, int border, T s
 }
 
 // ---- morphology -----------------------------------------------------------------------------------
+// min/max that propagate NaN (max_pool2d's rule: a NaN in the window makes the result NaN, whatever the
+// scan order); std::min/max would keep or drop it depending on the argument order.
+template <typename T>
+inline T nan_extremum(T a, T b, bool want_max) {
+  return better(b, a, want_max) ? b : a;
+}
+
 // Separable min/max over the clamped (2w+1)^2 window: rows (through a replicate-padded copy of the row,
 // so the inner loop has no clamps), then columns (an elementwise min/max over the clamped row range).
 // T is float, double or uint8_t (bool masks). ero/dil may be null when the mode does not need them.
@@ -145,9 +160,9 @@ void morph_planes(const T* m, T* ero, T* dil, int64_t N, int H, int W, int w) {
     for (int t = 1; t <= 2 * w; ++t) {
       const T* __restrict__ p = pad + t;
       if (want_max)
-        for (int j = 0; j < W; ++j) o[j] = std::max(o[j], p[j]);
+        for (int j = 0; j < W; ++j) o[j] = nan_extremum(o[j], p[j], true);
       else
-        for (int j = 0; j < W; ++j) o[j] = std::min(o[j], p[j]);
+        for (int j = 0; j < W; ++j) o[j] = nan_extremum(o[j], p[j], false);
     }
   };
   auto col_pass = [W](const T* __restrict__ src, int lo, int hi, T* __restrict__ o, bool want_max) {
@@ -155,9 +170,9 @@ void morph_planes(const T* m, T* ero, T* dil, int64_t N, int H, int W, int w) {
     for (int k = lo + 1; k <= hi; ++k) {
       const T* __restrict__ r = src + int64_t(k) * W;
       if (want_max)
-        for (int j = 0; j < W; ++j) o[j] = std::max(o[j], r[j]);
+        for (int j = 0; j < W; ++j) o[j] = nan_extremum(o[j], r[j], true);
       else
-        for (int j = 0; j < W; ++j) o[j] = std::min(o[j], r[j]);
+        for (int j = 0; j < W; ++j) o[j] = nan_extremum(o[j], r[j], false);
     }
   };
   at::parallel_for(0, N * H, row_grain(W), [&](int64_t begin, int64_t end) {
@@ -470,7 +485,7 @@ at::Tensor mask_boundary_cpu(const at::Tensor& mask, const std::string& mode_s, 
                    "mask: expected a bool or floating-point tensor (bool, float32, float64), got ",
                    mask.scalar_type());
   const int mode = int(parse_boundary_mode(mode_s));
-  TORCH_CHECK_VALUE(width >= 1 && width < (int64_t{1} << 30), "width: expected an int >= 1, got ", width);
+  check_int_arg(width, "width", 1, kMaxWidth);
   check_size_limits(mask, "mask");
   const auto mc = mask.contiguous();
   const int64_t B = mc.size(0);
@@ -507,7 +522,7 @@ at::Tensor mask_boundary_backward_cpu(const at::Tensor& grad, const at::Tensor& 
                     grad.sizes());
   check_float(grad, "grad", false);
   const int mode = int(parse_boundary_mode(mode_s));
-  TORCH_CHECK_VALUE(width >= 1 && width < (int64_t{1} << 30), "width: expected an int >= 1, got ", width);
+  check_int_arg(width, "width", 1, kMaxWidth);
   check_size_limits(mask, "mask");
   const auto mc = mask.contiguous();
   const auto gc = grad.to(mc.scalar_type()).contiguous();
@@ -526,7 +541,7 @@ at::Tensor mask_boundary_backward_cpu(const at::Tensor& grad, const at::Tensor& 
 // ---- flow_edges -----------------------------------------------------------------------------------
 namespace {
 bool use_band(const std::optional<at::Tensor>& mask, std::optional<int64_t> band) {
-  if (band.has_value()) TORCH_CHECK_VALUE(*band >= 1, "band: expected an int >= 1 or None, got ", *band);
+  if (band.has_value()) check_int_arg(*band, "band", 1, kMaxWidth);
   return mask.has_value() && band.has_value();
 }
 }  // namespace
@@ -571,7 +586,7 @@ at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor
         for (int j = 0; j < W; ++j) {
           const T m = safe_sqrt(gx0[j] * gx0[j] + gy0[j] * gy0[j] + gx1[j] * gx1[j] + gy1[j] * gy1[j]);
           o[j] = m;
-          mx = std::max(mx, m);
+          mx = nan_max(mx, m);
         }
         rowmax[r] = mx;
       }
@@ -581,7 +596,7 @@ at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor
     if (normalize)
       for (int64_t b = 0; b < B; ++b) {
         T mx = T(0);
-        for (int i = 0; i < H; ++i) mx = std::max(mx, rowmax[b * H + i]);
+        for (int i = 0; i < H; ++i) mx = nan_max(mx, rowmax[b * H + i]);
         scale[b] = mx;  // divisor; 0 means "the image is all zero"
       }
     const T* bp = banded ? bw.data_ptr<T>() : nullptr;
@@ -592,7 +607,7 @@ at::Tensor flow_edges_cpu(const at::Tensor& flow, const std::optional<at::Tensor
         T* o = op + r * W;
         if (normalize) {
           const T M = scale[b];
-          if (M > T(0))
+          if (normalizes(M))
             for (int j = 0; j < W; ++j) o[j] = o[j] / M;
           else
             for (int j = 0; j < W; ++j) o[j] = T(0);
@@ -660,7 +675,7 @@ at::Tensor flow_edges_backward_cpu(const at::Tensor& grad, const at::Tensor& flo
         for (int j = 0; j < W; ++j) {
           const T a = g0[j], bb = g0[HW + j], c = g0[2 * HW + j], e = g0[3 * HW + j];
           m[j] = safe_sqrt(a * a + bb * bb + c * c + e * e);
-          if (m[j] > mx) {
+          if (m[j] > mx || m[j] != m[j]) {
             mx = m[j];
             cnt = 0;
           }
@@ -675,7 +690,7 @@ at::Tensor flow_edges_backward_cpu(const at::Tensor& grad, const at::Tensor& flo
     std::vector<T> Ms(B, T(0)), dots(B, T(0)), cnts(B, T(1));
     for (int64_t b = 0; b < B; ++b) {
       T mx = T(0);
-      for (int i = 0; i < H; ++i) mx = std::max(mx, rowmax[b * H + i]);
+      for (int i = 0; i < H; ++i) mx = nan_max(mx, rowmax[b * H + i]);
       int64_t cnt = 0;
       double dot = 0;
       for (int i = 0; i < H; ++i) {

@@ -53,7 +53,7 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
 }
 
 int clamp_width(int64_t width, int64_t H, int64_t W) {
-  TORCH_CHECK_VALUE(width >= 1, "width: expected an int >= 1, got ", width);
+  check_int_arg(width, "width", 1, kMaxWidth);
   return int(std::min<int64_t>(width, std::max<int64_t>(H, W)));  // a wider window sees the same pixels
 }
 
@@ -79,7 +79,7 @@ void check_cuda_flow(const at::Tensor& flow) {
 
 // The band weights mask_boundary(mask as the flow's dtype, "thick", band), or an undefined tensor.
 at::Tensor band_weights(const std::optional<at::Tensor>& mask, std::optional<int64_t> band, const at::Tensor& flow) {
-  if (band.has_value()) TORCH_CHECK_VALUE(*band >= 1, "band: expected an int >= 1 or None, got ", *band);
+  if (band.has_value()) check_int_arg(*band, "band", 1, kMaxWidth);
   if (!mask.has_value() || !band.has_value()) return at::Tensor();
   const auto mc = mask->to(flow.scalar_type()).contiguous();
   return boundary_impl(mc, int(BoundaryMode::Thick), clamp_width(*band, flow.size(2), flow.size(3)));

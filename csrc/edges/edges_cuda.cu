@@ -120,7 +120,7 @@ __device__ __forceinline__ A block_reduce(A v, A* red) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const A u = __shfl_down_sync(0xffffffffu, v, o);
-    v = MAX ? (u > v ? u : v) : v + u;
+    v = MAX ? nan_max(v, u) : v + u;
   }
   if ((tid & 31) == 0) red[tid >> 5] = v;
   __syncthreads();
@@ -129,7 +129,7 @@ __device__ __forceinline__ A block_reduce(A v, A* red) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
       const A u = __shfl_down_sync(0xffffffffu, v, o);
-      v = MAX ? (u > v ? u : v) : v + u;
+      v = MAX ? nan_max(v, u) : v + u;
     }
   }
   __syncthreads();
@@ -442,7 +442,7 @@ __global__ void flow_scale_kernel(T* __restrict__ out, const T* __restrict__ ban
     A v = A(acc_of(out[idx]));
     if (normalize) {
       const A M = round_as<T>(Mbuf[idx / HW]);
-      v = M > A(0) ? round_as<T>(v / M) : A(0);
+      v = normalizes(M) ? round_as<T>(v / M) : A(0);
     }
     if (band) v = v * A(acc_of(band[idx]));
     out[idx] = Cvt<T>::to(v);

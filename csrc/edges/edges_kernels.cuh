@@ -2,10 +2,13 @@
 // kernels (g++) and the CUDA kernels (nvcc), so the CPU tests exercise the arithmetic the GPU runs.
 // No torch headers: plain C++ on scalars and raw pointers.
 //
-// Conventions (ops.md §5): pixel (i, j) has x = j, y = i. The 3x3 derivative is separable:
-//   gx = inv * D_x(S_y x),  gy = inv * S_y'(D_y x)   i.e.  gx(i,j) = inv * (s(j+1) - s(j-1)),
-//   s(c) = so * (x(i-1,c) + x(i+1,c)) + sc * x(i,c),   gy(i,j) = inv * (so * (d(j-1) + d(j+1)) + sc * d(j)),
-//   d(c) = x(i+1,c) - x(i-1,c),
+// Conventions (ops.md §5): pixel (i, j) has x = j, y = i. The 3x3 derivative is separable, and the
+// difference is always taken first, then weighted (the reference's order):
+//   gx(i,j) = inv * (so * (e(i-1) + e(i+1)) + sc * e(i)),   e(r) = x(r,j+1) - x(r,j-1),
+//   gy(i,j) = inv * (so * (d(j-1) + d(j+1)) + sc * d(j)),   d(c) = x(i+1,c) - x(i-1,c).
+// Weighting first (smooth the columns, then difference them) overflows for values near the type's
+// maximum where the difference itself is finite (3e38 - 3e38 is 0, 2 * 3e38 is inf), and leaves a
+// rounding residue on constant images.
 // with (so, sc, inv) = (1, 2, 1/8) for Sobel and (3, 10, 1/32) for Scharr (inv = 1 when unnormalised).
 // Out-of-image taps read x(map(i), map(j)) with the border map below (zeros: the tap reads 0).
 #pragma once
@@ -63,23 +66,19 @@ HMORE_HD A smooth3(A a, A b, A c, A so, A sc) {
   return so * (a + c) + sc * b;
 }
 
-// One output pixel from the vertically combined columns: s = vertical smooth, d = vertical diff of
-// columns j-1 (l), j (c), j+1 (r).
+// One output pixel from the differences: e0..e2 the horizontal differences of rows i-1, i, i+1;
+// d_l, d_c, d_r the vertical differences of columns j-1, j, j+1.
 template <typename A>
-HMORE_HD void deriv_from_cols(A s_l, A s_r, A d_l, A d_c, A d_r, A so, A sc, A inv, A& gx, A& gy) {
-  gx = inv * (s_r - s_l);
+HMORE_HD void deriv_from_diffs(A e0, A e1, A e2, A d_l, A d_c, A d_r, A so, A sc, A inv, A& gx, A& gy) {
+  gx = inv * smooth3(e0, e1, e2, so, sc);
   gy = inv * smooth3(d_l, d_c, d_r, so, sc);
 }
 
 // Full 3x3 neighbourhood form (v[r][c], r/c = 0..2 for offsets -1..1), used by the CUDA stencils.
 template <typename A>
 HMORE_HD void deriv3x3(const A v[3][3], A so, A sc, A inv, A& gx, A& gy) {
-  A s_l = smooth3(v[0][0], v[1][0], v[2][0], so, sc);
-  A s_r = smooth3(v[0][2], v[1][2], v[2][2], so, sc);
-  A d_l = v[2][0] - v[0][0];
-  A d_c = v[2][1] - v[0][1];
-  A d_r = v[2][2] - v[0][2];
-  deriv_from_cols(s_l, s_r, d_l, d_c, d_r, so, sc, inv, gx, gy);
+  deriv_from_diffs(v[0][2] - v[0][0], v[1][2] - v[1][0], v[2][2] - v[2][0], v[2][0] - v[0][0],
+                   v[2][1] - v[0][1], v[2][2] - v[0][2], so, sc, inv, gx, gy);
 }
 
 // 1-D adjoint of "extend by one pixel with the border map, then correlate with taps w(-1..1)".
@@ -139,16 +138,30 @@ HMORE_EDGES_UNROLL
   return inv * acc;
 }
 
-// sqrt with value 0 where s <= 0 (the reference's _safe_sqrt: never NaN, gradient 0 there).
+// sqrt with value 0 where s == 0 (the reference's _safe_sqrt); NaN stays NaN (ops.md: a diverging
+// flow must show in gradient_magnitude and flow_edges, never as a silent 0).
 template <typename A>
 HMORE_HD A safe_sqrt(A s) {
-  return s > A(0) ? sqrt(s) : A(0);
+  return s > A(0) ? sqrt(s) : (s == s ? A(0) : s);
 }
 
-// d sqrt(s) / d g = g / m for s = sum g^2; 0 where m == 0 (matches the reference's masked sqrt).
+// d sqrt(s) / d g = g / m for s = sum g^2; 0 where m == 0 (matches the reference's masked sqrt); NaN
+// where m is NaN.
 template <typename A>
 HMORE_HD A mag_grad_factor(A grad, A m) {
-  return m > A(0) ? grad / m : A(0);
+  return m > A(0) ? grad / m : (m == m ? A(0) : m);
+}
+
+// max that propagates NaN (torch.amax's rule; std::max and fmax drop it).
+template <typename A>
+HMORE_HD A nan_max(A a, A b) {
+  return (b > a || b != b) ? b : a;
+}
+
+// flow_edges' per-image normalisation applies when the max is positive, or NaN (then the image is NaN).
+template <typename A>
+HMORE_HD bool normalizes(A M) {
+  return M > A(0) || M != M;
 }
 
 // Morphology. The window of pixel q is the (2w+1)^2 square of a replicate-padded image, i.e. the
@@ -156,9 +169,11 @@ HMORE_HD A mag_grad_factor(A grad, A m) {
 // greater in row-major order of the padded window) is lexicographic in (di, dj), so it is separable:
 // per row the first column reaching that row's extremum, then the first row whose extremum is
 // strictly better. `better` is that strict comparison (min for erode, max for dilate).
+// NaN counts as the extremum, as in max_pool2d (`val > max || isnan(val)`), so a NaN in a soft mask
+// makes its whole window NaN on every backend, with the gradient at the last NaN in scan order.
 template <typename A>
 HMORE_HD bool better(A v, A best, bool want_max) {
-  return want_max ? v > best : v < best;
+  return v != v || (want_max ? v > best : v < best);
 }
 
 // Horizontal pass at (row, j): extremum over columns clamp(j - w .. j + w) and the source column of
@@ -204,7 +219,7 @@ template <typename A>
 HMORE_HD A flow_edges_mbar(A grad, A band, A m, bool normalize, A M, A dot, A count) {
   const A gn = grad * band;
   if (!normalize) return gn;
-  if (!(M > A(0))) return A(0);
+  if (!normalizes(M)) return A(0);
   A r = gn / M;
   if (m == M) r -= dot / (M * M) / count;
   return r;

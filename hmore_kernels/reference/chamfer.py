@@ -10,6 +10,9 @@ Numerical conventions every backend follows (csrc/chamfer/chamfer_kernels.cuh ho
   best one, so ties go to the lowest index.
 * A point with no candidate (the other cloud is empty for that batch element) has distance 0 and index
   -1 and contributes nothing; points past ``lengths`` are padding: distance 0, index -1.
+* Non-finite points (ops.md, "Non-finite values"): a point with a NaN or infinite coordinate is never
+  anyone's nearest point; its own distance is NaN and its index -1; its Chamfer term is NaN, so the
+  value of a cloud that holds one is NaN (a diverging network shows in its loss).
 * ``chamfer_distance``: per direction ``D_x = sum_i w_i d_i / sum_i w_i`` ("mean", "none"; 0 when the
   weight sum is 0, e.g. an empty cloud) or ``sum_i w_i d_i`` ("sum"); a cloud's value is
   ``D_x + D_y``; "mean" averages the clouds over the batch, "sum" sums them, "none" returns ``[B]``.
@@ -45,6 +48,28 @@ def _valid(lengths, B, N, device):
     return ar[None, :] < lengths.to(device=device, dtype=torch.int64)[:, None]
 
 
+def nonfinite_points(p: torch.Tensor, lengths=None) -> torch.Tensor:
+    """[B, N] bool: points inside their length with a non-finite coordinate (every backend uses this rule)."""
+    B, N, D = p.shape
+    if D == 0:
+        return torch.zeros(B, N, dtype=torch.bool, device=p.device)
+    return ~torch.isfinite(p.detach()).all(-1) & _valid(lengths, B, N, p.device)
+
+
+def search_points(p: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+    """p with the non-finite points' coordinates set to NaN: a NaN distance never wins a strict ``<``
+    comparison, where an infinite coordinate would give an inf or NaN distance depending on the other point."""
+    return torch.where(bad[..., None], torch.full((), math.nan, dtype=p.dtype, device=p.device), p)
+
+
+def poison_clouds(per: torch.Tensor, bad_x: torch.Tensor, bad_y: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """per-cloud values [B] + NaN where a searched cloud holds a non-finite point."""
+    bad = bad_x.any(1)
+    if bidirectional:
+        bad = bad | bad_y.any(1)
+    return torch.where(bad.to(per.device), torch.full((), math.nan, dtype=per.dtype, device=per.device), per)
+
+
 def _sqdist_direct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[B, n, D], [B, M, D] -> [B, n, M], sum over k of (x_k - y_k)^2 in index order."""
     diff = x[:, :, None, :] - y[:, None, :, :]
@@ -67,9 +92,12 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, chunk_elems: int = 1
     dist = torch.zeros(B, N, dtype=acc, device=x.device)
     idx = torch.full((B, N), -1, dtype=torch.int64, device=x.device)
     if B == 0 or N == 0 or M == 0:
-        return dist, idx
+        # no candidates, but a non-finite point's own distance is still NaN (ops.md)
+        return torch.where(nonfinite_points(xa, x_lengths), torch.full_like(dist, math.nan), dist), idx
     vx = _valid(x_lengths, B, N, x.device)
     vy = _valid(y_lengths, B, M, x.device)
+    bad_x, bad_y = nonfinite_points(xa, x_lengths), nonfinite_points(ya, y_lengths)
+    vy = vy & ~bad_y  # a non-finite point is never a candidate
     step = max(1, chunk_elems // max(B * M * max(D, 1), 1))
     for s in range(0, N, step):
         d = _sqdist_direct(xa[:, s : s + step], ya)  # [B, n, M]
@@ -80,11 +108,14 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, chunk_elems: int = 1
         ok = vx[:, s : s + step] & vy.any(dim=1, keepdim=True) & torch.isfinite(best)
         dist[:, s : s + step] = torch.where(ok, best, torch.zeros_like(best))
         idx[:, s : s + step] = torch.where(ok, i, torch.full_like(i, -1))
+    dist = torch.where(bad_x, torch.full_like(dist, math.nan), dist)
+    idx = torch.where(bad_x, torch.full_like(idx, -1), idx)
     return dist, idx
 
 
-def _directed(x, y, idx, w, squared, reduction):
-    """Per-cloud term of one direction [B], differentiable in x, y, w. idx [B, N] (-1 = no term)."""
+def _directed(x, y, idx, w, squared, reduction, bad):
+    """Per-cloud term of one direction [B], differentiable in x, y, w. idx [B, N] (-1 = no term);
+    bad [B, N]: the non-finite points of x, whose term is NaN."""
     acc = _acc_dtype(x)
     xa, ya = x.to(acc), y.to(acc)
     B, N, D = x.shape
@@ -102,6 +133,8 @@ def _directed(x, y, idx, w, squared, reduction):
     if not squared:
         d = _safe_sqrt(d)
     wa = torch.ones_like(d) if w is None else w.to(acc)
+    d = torch.where(bad, torch.full_like(d, math.nan), d)
+    ok = ok | bad
     wa = torch.where(ok, wa, torch.zeros_like(wa))
     d = torch.where(ok, d, torch.zeros_like(d))
     num = (wa * d).sum(1)
@@ -121,10 +154,10 @@ def chamfer_distance(
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none', got {reduction!r}")
     _, idx_x = nearest_neighbors(x, y, x_lengths, y_lengths)
-    per = _directed(x, y, idx_x, x_weights, squared, reduction)
+    per = _directed(x, y, idx_x, x_weights, squared, reduction, nonfinite_points(x, x_lengths))
     if bidirectional:
         _, idx_y = nearest_neighbors(y, x, y_lengths, x_lengths)
-        per = per + _directed(y, x, idx_y, y_weights, squared, reduction)
+        per = per + _directed(y, x, idx_y, y_weights, squared, reduction, nonfinite_points(y, y_lengths))
     if reduction == "none":
         return per
     if reduction == "sum":

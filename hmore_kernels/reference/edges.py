@@ -59,9 +59,9 @@ def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate") -
 
 
 def _safe_sqrt(s: torch.Tensor) -> torch.Tensor:
-    """sqrt with value and gradient 0 where s == 0 (never NaN)."""
+    """sqrt with value and gradient 0 where s == 0; NaN where s is NaN (ops.md: a diverging flow shows)."""
     pos = s > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, s, torch.ones_like(s))), torch.zeros_like(s))
+    return torch.where(pos, torch.sqrt(torch.where(pos, s, torch.ones_like(s))), torch.where(torch.isnan(s), s, torch.zeros_like(s)))
 
 
 def gradient_magnitude(x: torch.Tensor, kernel: str = "sobel", reduce: str = "sum", eps: float = 0.0) -> torch.Tensor:
@@ -117,7 +117,7 @@ def flow_edges(flow: torch.Tensor, mask: torch.Tensor | None = None, band: int |
     m = _safe_sqrt((g * g).sum((1, 2)))[:, None]
     if normalize and m.numel() > 0:
         mx = m.amax(dim=(2, 3), keepdim=True)
-        pos = mx > 0
+        pos = (mx > 0) | torch.isnan(mx)  # a NaN max (amax propagates it) makes the image NaN (ops.md)
         m = torch.where(pos, m / torch.where(pos, mx, torch.ones_like(mx)), torch.zeros_like(m))
     if mask is not None and band is not None:
         m = m * mask_boundary(mask.to(m.dtype) if mask.dtype == torch.bool else mask.to(m.dtype), "thick", band)

@@ -41,6 +41,7 @@ Design
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -50,6 +51,7 @@ from torch.library import wrap_triton
 from triton.language.extra import libdevice
 
 from . import edges as _edges  # noqa: F401  (registers torch.ops.hmore_triton.distance_transform)
+from ..reference import chamfer as _ref
 from ._common import INTERPRET, op_decorator
 
 # The C++ schemas (csrc/chamfer/chamfer.cpp), verbatim. (On a GPU triton_op infers the schema from the
@@ -302,13 +304,18 @@ def nearest_neighbors(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torc
     y = _prep_points(y, "y")
     B, N, D = x.shape
     M = y.shape[1]
-    if B * N == 0 or M == 0 or D == 0:
-        return (torch.zeros((B, N), dtype=torch.float32, device=x.device),
-                torch.full((B, N), -1, dtype=torch.int64, device=x.device))
     xl, yl = _prep_opt(x_lengths), _prep_opt(y_lengths)
-    kx, _ = _keys_pass(x, y, xl, yl, cols=False)
+    if B * N == 0 or M == 0 or D == 0:
+        dist = torch.zeros((B, N), dtype=torch.float32, device=x.device)
+        return (dist.masked_fill(_ref.nonfinite_points(x, xl), math.nan),
+                torch.full((B, N), -1, dtype=torch.int64, device=x.device))
+    # ops.md "Non-finite values": search on clouds whose non-finite points are all-NaN (never chosen),
+    # then mark the searched points' own results (hmore_kernels.reference.chamfer, same helpers).
+    bad_x, bad_y = _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl)
+    kx, _ = _keys_pass(_ref.search_points(x, bad_x).contiguous(), _ref.search_points(y, bad_y).contiguous(),
+                       xl, yl, cols=False)
     idx, dist, _ = _unpack(kx, xl, None, True, True)
-    return dist, idx
+    return dist.masked_fill(bad_x, math.nan), idx.masked_fill(bad_x, -1)
 
 
 def _direction_value(num, den, reduction):
@@ -335,8 +342,11 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch
         per = torch.zeros((B,), dtype=torch.float32, device=dev)
         idx_x = torch.full((B, N), -1, dtype=torch.int64, device=dev)
         idx_y = torch.full((B, M if bidirectional else 0), -1, dtype=torch.int64, device=dev)
+        per = _ref.poison_clouds(per, _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl), bidirectional)
         return _reduce_batch(per, reduction), idx_x, idx_y
-    kx, ky = _keys_pass(x, y, xl, yl, cols=bidirectional)
+    bad_x, bad_y = _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl)
+    kx, ky = _keys_pass(_ref.search_points(x, bad_x).contiguous(), _ref.search_points(y, bad_y).contiguous(),
+                        xl, yl, cols=bidirectional)
     idx_x, _, (nx, dx) = _unpack(kx, xl, xw, squared, False)
     per = _direction_value(nx, dx, reduction)
     if bidirectional:
@@ -344,7 +354,7 @@ def chamfer_distance(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torch
         per = per + _direction_value(ny, dy, reduction)
     else:
         idx_y = torch.empty((B, 0), dtype=torch.int64, device=dev)
-    return _reduce_batch(per, reduction), idx_x, idx_y
+    return _reduce_batch(_ref.poison_clouds(per, bad_x, bad_y, bidirectional), reduction), idx_x, idx_y
 
 
 # ------------------------------------------------------------------------------------------------

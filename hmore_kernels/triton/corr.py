@@ -162,7 +162,7 @@ def _pooled_levels(fmap2, num_levels):
     for _ in range(num_levels - 1):
         x = out[-1]
         h, w = x.shape[-2] // 2, x.shape[-1] // 2
-        out.append(F.avg_pool2d(x, 2, stride=2) if h > 0 and w > 0 else x.new_zeros(x.shape[0], x.shape[1], h, w))
+        out.append(F.avg_pool2d(x, 2, stride=2) if x.numel() and h > 0 and w > 0 else x.new_zeros(x.shape[0], x.shape[1], h, w))
     return out
 
 

@@ -295,7 +295,8 @@ def _gm_fwd_kernel(x_ptr, eps_ptr, out_ptr, NI, C, H, W, S0: tl.constexpr, S1: t
         s += gx * gx + gy * gy
     s += _acc(tl.load(eps_ptr), IS64)
     pos = s > 0
-    mag = tl.where(pos, _sqrt(tl.where(pos, s, 1.0), IS64), 0.0)
+    # 0 where the sum is 0, NaN where it is NaN (ops.md: a diverging input must show)
+    mag = tl.where(pos, _sqrt(tl.where(pos, s, 1.0), IS64), tl.where(s != s, s, 0.0))
     tl.store(out_ptr + img.to(tl.int64) * hw + rows[:, None] * W + cols[None, :],
              mag.to(out_ptr.dtype.element_ty), mask=inside)
 
@@ -325,7 +326,7 @@ def _gm_bwd_kernel(g_ptr, x_ptr, eps_ptr, q_ptr, NI, C, H, W, S0: tl.constexpr, 
     s += _acc(tl.load(eps_ptr), IS64)
     pos = s > 0
     g = _acc(tl.load(g_ptr + img.to(tl.int64) * hw + off, mask=inside, other=0.0), IS64)
-    ratio = tl.where(pos, g / _sqrt(tl.where(pos, s, 1.0), IS64), 0.0)
+    ratio = tl.where(pos, g / _sqrt(tl.where(pos, s, 1.0), IS64), tl.where(s != s, s, 0.0))
     for c in range(C):
         qb = q_ptr + (img.to(tl.int64) * C + c) * (2 * hw)
         gx = tl.load(qb + off, mask=inside, other=0.0)
@@ -392,8 +393,9 @@ def _minmax_window(base, rows, cols, H, W, width, IS64: tl.constexpr):
         for dj in range(-width, width + 1):
             ci = tl.minimum(tl.maximum(cols + dj, 0), W - 1)
             v = _acc(tl.load(base + ri[:, None] * W + ci[None, :], mask=inside, other=0), IS64)
-            lo = tl.minimum(lo, v)
-            hi = tl.maximum(hi, v)
+            # NaN wins, as in max_pool2d (tl.minimum/maximum may drop it)
+            lo = tl.where((v < lo) | (v != v), v, lo)
+            hi = tl.where((v > hi) | (v != v), v, hi)
     return lo, hi
 
 
@@ -444,10 +446,10 @@ def _mb_arg_kernel(m_ptr, amax_ptr, amin_ptr, NI, H, W, width, NEED_MAX: tl.cons
             ci = tl.minimum(tl.maximum(cols + dj, 0), W - 1)
             idx = ri[:, None] * W + ci[None, :]
             v = _acc(tl.load(base + idx, mask=inside, other=0), IS64)
-            gt = v > hi
+            gt = (v > hi) | (v != v)  # max_pool2d's rule: a NaN is the extremum (the last one in scan order)
             hi = tl.where(gt, v, hi)
             ahi = tl.where(gt, idx, ahi)
-            lt = v < lo
+            lt = (v < lo) | (v != v)
             lo = tl.where(lt, v, lo)
             alo = tl.where(lt, idx, alo)
     off = img.to(tl.int64) * hw + rows[:, None] * W + cols[None, :]
@@ -543,9 +545,11 @@ def _fe_mag_kernel(flow_ptr, m_ptr, pmax_ptr, NI, H, W, IS64: tl.constexpr, BH: 
         gy = gy * 0.125
         s += gx * gx + gy * gy
     pos = s > 0
-    m = tl.where(pos, _sqrt(tl.where(pos, s, 1.0), IS64), 0.0)
+    m = tl.where(pos, _sqrt(tl.where(pos, s, 1.0), IS64), tl.where(s != s, s, 0.0))
     tl.store(m_ptr + img.to(tl.int64) * hw + rows[:, None] * W + cols[None, :], m, mask=inside)
-    tile_max = tl.max(tl.max(tl.where(inside, m, 0.0), axis=1), axis=0)
+    # tl.max may drop NaN: adding the sum of the NaNs (0 when there are none) puts it back (torch.amax)
+    tile_max = tl.max(tl.max(tl.where(inside, m, 0.0), axis=1), axis=0) + \
+        tl.sum(tl.sum(tl.where(inside & (m != m), m, 0.0), axis=1), axis=0)
     tl.store(pmax_ptr + tl.program_id(0), tile_max)
 
 
@@ -558,11 +562,11 @@ def _row_reduce(ptr, img, n, IS_MAX: tl.constexpr, IS64: tl.constexpr, BLOCK_T: 
         offs = t0 + tl.arange(0, BLOCK_T)
         v = _acc(tl.load(base + offs, mask=offs < n, other=0.0), IS64)
         if IS_MAX:
-            acc = tl.maximum(acc, v)
+            acc = tl.where((v > acc) | (v != v), v, acc)  # NaN propagates (torch.amax)
         else:
             acc += v
     if IS_MAX:
-        return tl.max(acc, axis=0)
+        return tl.max(acc, axis=0) + tl.sum(tl.where(acc != acc, acc, 0.0), axis=0)
     else:
         return tl.sum(acc, axis=0)
 
@@ -578,8 +582,9 @@ def _fe_out_kernel(m_ptr, pmax_ptr, mask_ptr, out_ptr, NI, H, W, n_tiles, band, 
     m = tl.load(m_ptr + off, mask=inside, other=0.0)
     if NORMALIZE:
         mx = _row_reduce(pmax_ptr, img, n_tiles, True, IS64, BLOCK_T)
-        pos = (m * 0 + mx) > 0  # a block-shaped predicate (see environment.md on scalar & block masks)
-        m = tl.where(pos, m / tl.where(pos, mx, 1.0), 0.0)
+        mxb = tl.zeros_like(m) + mx  # a block-shaped predicate (see environment.md on scalar & block masks)
+        pos = (mxb > 0) | (mxb != mxb)  # a NaN max makes the image NaN (ops.md)
+        m = tl.where(pos, m / tl.where(pos, mxb, 1.0), 0.0)
     if HAS_BAND:
         m = m * _boundary(mask_ptr + img.to(tl.int64) * hw, rows, cols, H, W, band, 2, IS64)
     tl.store(out_ptr + off, m.to(out_ptr.dtype.element_ty), mask=inside)
@@ -623,12 +628,12 @@ def _fe_bwd_q_kernel(flow_ptr, m_ptr, dn_ptr, pmax_ptr, psum_ptr, pcnt_ptr, q_pt
         mx = _row_reduce(pmax_ptr, img, n_tiles, True, IS64, BLOCK_T)
         ssum = _row_reduce(psum_ptr, img, n_tiles, False, IS64, BLOCK_T)
         cnt = _row_reduce(pcnt_ptr, img, n_tiles, False, IS64, BLOCK_T)
-        mxb = m * 0 + mx
-        pos = mxb > 0
+        mxb = tl.zeros_like(m) + mx
+        pos = (mxb > 0) | (mxb != mxb)
         safe = tl.where(pos, mxb, 1.0)
         dm = dm / safe - tl.where(m == mxb, ssum / (safe * safe) / tl.maximum(cnt, 1.0), 0.0)
         dm = tl.where(pos, dm, 0.0)
-    ratio = tl.where(m > 0, dm / tl.where(m > 0, m, 1.0), 0.0)
+    ratio = tl.where(m > 0, dm / tl.where(m > 0, m, 1.0), tl.where(m != m, m, 0.0))
     for c in tl.static_range(2):
         k = img.to(tl.int64) * 2 + c
         gx, gy = _deriv_tile(flow_ptr + k * hw, rows, cols, H, W, 1.0, 2.0, 0, IS64)

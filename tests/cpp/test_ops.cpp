@@ -101,10 +101,12 @@ int main() {
     bool threw = false;
     try {
       call("sobel", {at::zeros({3, 4}), true, std::string("replicate")});
-    } catch (const c10::Error& e) {
-      threw = std::string(e.what()).find("x") != std::string::npos;
+    } catch (const c10::ValueError& e) {
+      // the message starts with the argument's name and says what was expected (any message holding
+      // an "x" used to pass)
+      threw = e.msg().rfind("x: expected a 4-D tensor", 0) == 0;
     }
-    check(threw, "sobel rejects a 2-D tensor with a message naming x");
+    check(threw, "sobel rejects a 2-D tensor with a ValueError starting 'x: expected a 4-D tensor'");
   });
 
   std::cout << g_pass << " passed, " << g_fail << " failed" << std::endl;
