@@ -1,7 +1,7 @@
 """Edges and boundaries (ops.md §2): sobel, gradient_magnitude, mask_boundary, flow_edges, canny,
 distance_transform.
 
-Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"); see
+Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton", "cupy"); see
 :func:`hmore_kernels.available_backends`. Images are ``[B, C, H, W]``, masks ``[B, 1, H, W]``; pixel
 (i, j) has x = j, y = i. Inputs may be non-contiguous or channels-last.
 """
@@ -12,7 +12,7 @@ import torch
 from . import _backends
 from .reference import edges as _ref
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
+_IMPL = ("reference", "cpu", "cuda", "triton", "cupy")
 _BORDERS = ("replicate", "reflect101", "zeros")
 
 
@@ -60,6 +60,8 @@ def _check_int(value, name, minimum, allow_none=False):
 
 
 def _ops(backend):
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
 
 
@@ -72,6 +74,8 @@ def _pick(op, backend, device):
     b = _backends.resolve(op, backend, device, _IMPL)
     if b == "triton":
         _triton_loaded()
+    elif b == "cupy":
+        from .cupy import edges as _  # noqa: F401  (defines torch.ops.hmore_cupy on first use)
     return b
 
 
