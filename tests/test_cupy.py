@@ -1,0 +1,329 @@
+"""The CuPy backend, as far as a machine without a GPU can check it.
+
+1. NVRTC compiles every kernel specialisation the backend loads (``_nvrtc.KERNELS``), from the very
+   ``csrc/<family>/*_cuda.cu`` files nvcc builds, for sm_80 and sm_90: a source change that breaks the JIT
+   fails here. NVRTC is a library and needs no GPU (``cupy-cuda13x`` + ``nvidia-cuda-nvrtc``, pinned in
+   requirements-dev.txt; the CUDA headers of the toolkit that ``scripts/check_cuda.sh`` uses).
+2. The parameter kinds the Python side packs (read from the kernel declarations by
+   ``_nvrtc.signature``) agree with the compiler's own: each lowered (mangled) name, demangled by
+   ``c++filt``, spells the same parameter list.
+3. The Python side of every ported op runs with :class:`_launch.Recorder` in place of the GPU launcher:
+   each launch is checked against the kernel's signature (count, integer widths, pointee dtypes) and the
+   CUDA limits, and the recorded sequence and geometry are compared with the launchers of the ``.cu``
+   files (which kernels, which specialisation, how many blocks cover the data).
+4. The backend refuses to run here with the reason (``available_backends()``).
+Running the kernels (bit-for-bit against the CUDA backend and the reference) needs a GPU:
+``scripts/gpu_check.sh`` runs the suite with ``HMORE_TEST_BACKENDS`` including ``cupy``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import hmore_kernels as hk
+from hmore_kernels.cupy import _launch, _nvrtc
+
+cupy = pytest.importorskip("cupy", reason="cupy is not installed (requirements-dev.txt pins cupy-cuda13x)")
+
+try:
+    _NVRTC = _nvrtc.nvrtc_version()
+except Exception as e:  # no libnvrtc
+    _NVRTC = None
+    _NVRTC_WHY = str(e)
+
+needs_nvrtc = pytest.mark.skipif(_NVRTC is None, reason="libnvrtc cannot be loaded (pip install nvidia-cuda-nvrtc)")
+
+
+# ---------------------------------------------------------------------------------------------- 1 + 2: NVRTC
+_DEMANGLED_SCALAR = {
+    "int": "i32", "unsigned int": "u32", "long": "i64", "long long": "i64", "bool": "bool", "float": "f32",
+    "double": "f64", "__half": "f16", "__nv_bfloat16": "bf16", "unsigned char": "u8", "unsigned long long": "u64",
+    "void": "void",
+}
+
+
+def _demangled_params(lowered: str) -> list[str]:
+    out = subprocess.run(["c++filt", lowered], capture_output=True, text=True, check=True).stdout.strip()
+    # "void (anonymous namespace)::k<float, 2>(float const*, int, ...)": the last top-level parentheses
+    depth, end = 0, len(out)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == ")":
+            depth += 1
+            if depth == 1:
+                end = i
+        elif out[i] == "(":
+            depth -= 1
+            if depth == 0:
+                return [p.strip() for p in re.split(r",(?![^<]*>)", out[i + 1 : end]) if p.strip()]
+    raise AssertionError(f"cannot read the parameters of {out!r}")
+
+
+def _kind_of(demangled: str) -> tuple[str, str]:
+    """(kind, pointee) of one demangled parameter type, in the vocabulary of _nvrtc.Param."""
+    t = demangled.replace("const", " ").replace("__restrict__", " ").replace("(anonymous namespace)::", "")
+    t = " ".join(t.split())
+    if t.endswith("*"):
+        return "ptr", _DEMANGLED_SCALAR.get(t.rstrip("* "), t.rstrip("* "))
+    if t in _DEMANGLED_SCALAR:
+        return _DEMANGLED_SCALAR[t], ""
+    return f"struct:{t}", ""
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", _nvrtc.ARCHS)
+@pytest.mark.parametrize("rel", sorted(_nvrtc.KERNELS))
+def test_nvrtc_compiles_every_kernel(rel, arch):
+    try:
+        cubin, lowered = _nvrtc.compile_cubin(rel, arch)
+    except FileNotFoundError as e:  # no CUDA headers on this machine
+        pytest.skip(str(e))
+    assert cubin[:4] == b"\x7fELF", "NVRTC returned no cubin"
+    # e_flags of a CUDA ELF carry the SM version (0x50 = 80, 0x5a = 90): in bits 8-15 since the ELF ABI of
+    # CUDA 12.8+, in bits 0-7 before
+    flags = int.from_bytes(cubin[48:52], "little")
+    assert int(arch) in (flags & 0xFF, (flags >> 8) & 0xFF), f"the cubin is not for sm_{arch} (e_flags {flags:#x})"
+    assert set(lowered) == set(_nvrtc.KERNELS[rel])
+    if arch != _nvrtc.ARCHS[-1] or shutil.which("c++filt") is None:
+        return
+    src = _nvrtc.read_source(rel)
+    for expr, name in lowered.items():
+        ours = [(p.kind, p.elem if p.kind == "ptr" else "") for p in _nvrtc.signature(src, expr)]
+        theirs = [_kind_of(p) for p in _demangled_params(name)]
+        # the compiler spells int64_t "long", our kinds "i64"; uint8_t pointers "unsigned char*" ("u8")
+        assert ours == theirs, f"{expr}: packed as {ours}, compiled as {theirs}"
+
+
+@needs_nvrtc
+def test_nvrtc_reports_a_broken_source():
+    # The same path, with a kernel the source does not have: the error carries NVRTC's log.
+    with pytest.raises(_nvrtc.NvrtcError, match="no_such_kernel"):
+        try:
+            _nvrtc.compile_cubin("skeleton/skeleton_cuda.cu", "90", names=("no_such_kernel<float>",))
+        except FileNotFoundError as e:
+            pytest.skip(str(e))
+
+
+def test_signature_reader():
+    src = """
+    template <typename T, int DC, bool COLS>
+    __global__ void __launch_bounds__(NT, 1) k(const T* __restrict__ x, ull* __restrict__ key, int64_t N,
+                                               unsigned tiles, Levels lv, T v, const long long* i) {}
+    __global__ void plain(int* p, long long n, bool f, double d) {}
+    """
+    kinds = [(p.kind, p.elem) for p in _nvrtc.signature(src, "k<__half, 2, true>")]
+    assert kinds == [("ptr", "f16"), ("ptr", "u64"), ("i64", ""), ("u32", ""), ("struct:Levels", ""), ("f16", ""),
+                     ("ptr", "i64")]
+    assert [p.kind for p in _nvrtc.signature(src, "plain")] == ["ptr", "i64", "bool", "f64"]
+    with pytest.raises(KeyError):
+        _nvrtc.signature(src, "missing<float>")
+
+
+# ---------------------------------------------------------------------------------------------- 3: the Python side
+@pytest.fixture
+def rec(monkeypatch):
+    """A Recorder as the launcher; the CUDA-device checks of the family modules accept CPU tensors."""
+    r = _launch.Recorder()
+    prev = _launch.set_launcher(r)
+    from hmore_kernels.cupy import edges as E
+
+    monkeypatch.setattr(E, "cuda_tensor", lambda *a, **k: None)
+    yield r
+    _launch.set_launcher(prev)
+
+
+def _names(r):
+    return [l[0] for l in r.launches]
+
+
+def test_recorder_rejects_bad_launches(rec):
+    rel, expr = "edges/edges_cuda.cu", "sobel_forward_kernel<float, float>"
+    x, out = torch.zeros(1, 4, 4), torch.zeros(1, 2, 4, 4)
+    ok = [x, out, 1, 4, 4, 0, 1.0, 2.0, 0.125]
+    rec(rel, expr, (1, 1, 1), (32, 8), ok, device=x.device)
+    with pytest.raises(TypeError, match="expected 9 arguments"):
+        rec(rel, expr, (1,), (32, 8), ok[:-1], device=x.device)
+    with pytest.raises(TypeError, match="points to f32, got a torch.float64"):
+        rec(rel, expr, (1,), (32, 8), [x.double()] + ok[1:], device=x.device)
+    with pytest.raises(TypeError, match="integer"):
+        rec(rel, expr, (1,), (32, 8), ok[:3] + [4.0] + ok[4:], device=x.device)
+    with pytest.raises(ValueError, match="does not fit i32"):
+        rec(rel, expr, (1,), (32, 8), ok[:3] + [2**31] + ok[4:], device=x.device)
+    with pytest.raises(ValueError, match="grid"):
+        rec(rel, expr, (1, 1, 70000), (32, 8), ok, device=x.device)
+    with pytest.raises(ValueError, match="block"):
+        rec(rel, expr, (1,), (64, 32), ok, device=x.device)
+    with pytest.raises(KeyError):
+        rec(rel, "sobel_forward_kernel<int, int>", (1,), (32, 8), ok, device=x.device)
+    assert len(rec.launches) == 1
+
+
+_FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_C = {torch.float32: "float", torch.float64: "double", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
+
+
+def _acc(dt):
+    return "double" if dt == torch.float64 else "float"
+
+
+def _tiles(H, W):
+    return math.ceil(W / 32) * math.ceil(H / 8)
+
+
+@pytest.mark.parametrize("dtype", _FLOATS)
+def test_edges_stencil_launches(rec, dtype):
+    from hmore_kernels.cupy import edges as E
+
+    B, C, H, W = 2, 3, 19, 70
+    x = torch.randn(B, C, H, W, dtype=dtype)
+    t, a = _C[dtype], _acc(dtype)
+    out = E.sobel(x, True, "reflect101")
+    assert out.shape == (B, C, 2, H, W) and out.dtype == dtype
+    (expr, grid, block, smem, args), = rec.launches
+    assert expr == f"sobel_forward_kernel<{t}, {a}>"
+    assert grid == (_tiles(H, W), 1, B * C) and block == (32, 8, 1) and smem == 0
+    assert args[0].data_ptr() == x.data_ptr() and args[1] is out
+    assert args[2:6] == [B * C, H, W, 1] and args[6:] == [1.0, 2.0, 0.125]
+    rec.launches.clear()
+    m = E.gradient_magnitude(x, "scharr", "sum", 0.5)
+    assert m.shape == (B, 1, H, W)
+    assert rec.launches[0][1] == (_tiles(H, W), 1, B) and rec.launches[0][4][6:] == [True, 3.0, 10.0, 1 / 32, 0.5]
+    E.gradient_magnitude_backward(m, x, m, "scharr", "sum", 0.5)
+    assert rec.launches[1][0] == f"gradmag_backward_kernel<{t}, {a}>" and rec.launches[1][1] == (_tiles(H, W), 1, B * C)
+    # a channel-last input is made contiguous first (the kernels index NCHW)
+    rec.launches.clear()
+    E.sobel(x.to(memory_format=torch.channels_last))
+    assert rec.launches[0][4][0].is_contiguous()
+
+
+def test_edges_many_planes_use_the_grid_stride(rec):
+    from hmore_kernels.cupy import edges as E
+
+    x = torch.zeros(70000, 1, 1, 1)
+    E.sobel(x)
+    assert rec.launches[0][1] == (1, 1, 65535)  # the kernel loops over planes past gridDim.z
+
+
+@pytest.mark.parametrize("mode,seq", [
+    ("inner", ["morph_rows", "boundary_forward"]),
+    ("outer", ["morph_rows", "boundary_forward"]),
+    ("thick", ["morph_rows", "morph_rows", "boundary_forward"]),
+])
+def test_mask_boundary_launches(rec, mode, seq):
+    from hmore_kernels.cupy import edges as E
+
+    B, H, W = 2, 9, 300
+    mask = torch.rand(B, 1, H, W) > 0.5
+    E.mask_boundary(mask, mode, 1000)
+    assert [n.split("_kernel")[0] for n in _names(rec)] == seq
+    assert all("<uint8_t, float>" in n for n in _names(rec))
+    total = B * H * W
+    for expr, grid, block, _, args in rec.launches:
+        assert block == (256, 1, 1) and grid[0] * 256 >= total
+    rows = [l[4] for l in rec.launches if l[0].startswith("morph_rows")]
+    assert [r[-1] for r in rows] == {"inner": [False], "outer": [True], "thick": [False, True]}[mode]
+    assert rows[0][-2] == W  # width clamped to max(H, W)
+    rec.launches.clear()
+    soft = mask.float()
+    E.mask_boundary_backward(torch.ones_like(soft), soft, mode, 2)
+    names = [n.split("_kernel")[0] for n in _names(rec)]
+    assert names == {"inner": ["morph_rows", "morph_args"], "outer": ["morph_rows", "morph_args"],
+                     "thick": ["morph_rows", "morph_args", "morph_rows", "morph_args"]}[mode] + ["boundary_backward"]
+
+
+@pytest.mark.parametrize("dtype", _FLOATS)
+def test_flow_edges_launches(rec, dtype):
+    from hmore_kernels.cupy import edges as E
+
+    B, H, W = 3, 17, 45
+    flow = torch.randn(B, 2, H, W, dtype=dtype)
+    mask = torch.rand(B, 1, H, W) > 0.5
+    t, a = _C[dtype], _acc(dtype)
+    E.flow_edges(flow, mask, 3, True)
+    assert _names(rec) == [f"morph_rows_kernel<{t}, {a}>", f"morph_rows_kernel<{t}, {a}>",
+                           f"boundary_forward_kernel<{t}, {a}>", f"flow_mag_kernel<false, {t}, {a}>",
+                           f"flow_scale_kernel<{t}, {a}>"]
+    mbuf = rec.launches[3][4][6]
+    assert mbuf.shape == (B,) and bool((mbuf == 0).all())  # the atomic max starts from 0
+    rec.launches.clear()
+    E.flow_edges(flow, None, 3, False)
+    assert _names(rec) == [f"flow_mag_kernel<false, {t}, {a}>"]  # nothing to scale
+    rec.launches.clear()
+    E.flow_edges_backward(torch.ones(B, 1, H, W, dtype=dtype), flow, mask, 2, True)
+    names = _names(rec)[3:]
+    assert names == [f"flow_mag_kernel<true, {t}, {a}>", f"flow_dot_kernel<{a}>", f"flow_count_kernel<{a}>",
+                     f"flow_grad_kernel<{t}, {a}>", f"sobel_backward_kernel<{a}, {t}, {a}>"]
+    mag, dot = rec.launches[3], rec.launches[4]
+    partial = mag[4][7]
+    assert partial.dtype == torch.float64 and partial.numel() == B * mag[1][0]  # one partial per block
+    assert dot[1] == (B, 1, 1) and dot[4][2] == mag[1][0]
+    assert rec.launches[-1][1] == (_tiles(H, W), 1, 2 * B)  # the adjoint over both flow channels
+
+
+@pytest.mark.parametrize("dtype", (torch.uint8,) + _FLOATS)
+def test_canny_launches(rec, dtype):
+    from hmore_kernels.cupy import edges as E
+
+    B, H, W = 2, 20, 40
+    img = (torch.rand(B, 3, H, W) * 255).to(dtype)
+    out = E.canny(img, 80.4, 20.6, 3, True)
+    assert out.dtype == torch.bool and out.shape == (B, 1, H, W)
+    nms = rec.launches[0]
+    lo, hi = nms[4][6], nms[4][7]
+    assert (lo, hi) == (math.floor(20.6**2), math.floor(80.4**2))  # squared (L2), floored, swapped
+    if dtype == torch.uint8:
+        assert nms[0] == "nms_kernel<unsigned char, int, int>" and isinstance(lo, int)
+    else:
+        assert nms[0] == f"nms_kernel<{_C[dtype]}, double, double>"
+    n = B * H * W
+    assert _names(rec)[1:] == ["merge_kernel", "flatten_kernel", "output_kernel"]
+    assert all(l[1] == (math.ceil(n / 256), 1, 1) for l in rec.launches[1:])
+
+
+def test_distance_transform_launches(rec):
+    from hmore_kernels.cupy import edges as E
+
+    B, H, W = 3, 7, 300
+    mask = torch.rand(B, 1, H, W) > 0.7
+    d, i = E.distance_transform(mask, True)
+    assert d.dtype == torch.float32 and i.shape == (B, 2, H, W)
+    col, row = rec.launches
+    assert col[0] == "column_kernel<unsigned char>" and col[1] == (3, B, 1) and col[2] == (128, 1, 1)
+    assert row[0] == "row_kernel" and row[1] == (math.ceil(B * H / 128), 1, 1) and row[4][-1] is i
+    rec.launches.clear()
+    E.distance_transform(mask.to(torch.int32))  # wider integers: compared with 0 first
+    assert rec.launches[0][0] == "column_kernel<unsigned char>" and rec.launches[1][4][-1] is None
+
+
+def test_empty_inputs_launch_nothing(rec):
+    from hmore_kernels.cupy import edges as E
+
+    assert E.sobel(torch.zeros(0, 3, 5, 5)).shape == (0, 3, 2, 5, 5)
+    assert E.gradient_magnitude(torch.zeros(1, 0, 5, 5), eps=4.0).flatten().tolist() == [2.0] * 25
+    assert E.flow_edges(torch.zeros(2, 2, 0, 5)).shape == (2, 1, 0, 5)
+    assert E.distance_transform(torch.zeros(0, 1, 3, 3, dtype=torch.bool))[0].shape == (0, 1, 3, 3)
+    assert rec.launches == []
+
+
+# ---------------------------------------------------------------------------------------------- 4: here, refused
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cupy_backend_refuses_with_the_reason():
+    why = hk.available_backends()["cupy"]
+    assert isinstance(why, str) and "GPU" in why or "driver" in why
+    with pytest.raises(hk.BackendUnavailable, match="cupy"):
+        hk.sobel(torch.zeros(1, 1, 4, 4), backend="cupy")
+
+
+def test_namespace_has_the_native_schemas():
+    if not hk.native_loaded():
+        pytest.skip("hmore_kernels._C is not built")
+    from hmore_kernels.cupy import edges as E
+
+    for op in E.OPS:
+        ours = str(getattr(torch.ops.hmore_cupy, op).default._schema).split("::", 1)[1]
+        theirs = str(getattr(torch.ops.hmore, op).default._schema).split("::", 1)[1]
+        assert ours == theirs
