@@ -22,7 +22,7 @@ from .reference import skeleton as _ref
 
 __all__: list[str] = ["convert_keypoints", "skeleton_points", "skeleton_match", "skeleton_offset_map"]
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
+_IMPL = ("reference", "cpu", "cuda", "triton", "cupy")
 
 
 def _tensor(x, name):
@@ -48,6 +48,8 @@ def _check_points(pts, pn, conf, cn, what):
 
 
 def _ops(backend):
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
 
 
@@ -56,6 +58,8 @@ def _pick(op, backend, device):
     if b == "triton":
         # The Triton ops are defined on first use, so importing hmore_kernels never imports triton.
         from .triton import skeleton as _  # noqa: F401
+    elif b == "cupy":
+        from .cupy import skeleton as _  # noqa: F401,F811  (defines the hmore_cupy ops on first use)
     return b
 
 

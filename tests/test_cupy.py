@@ -129,9 +129,10 @@ def rec(monkeypatch):
     """A Recorder as the launcher; the CUDA-device checks of the family modules accept CPU tensors."""
     r = _launch.Recorder()
     prev = _launch.set_launcher(r)
-    from hmore_kernels.cupy import edges as E
+    from hmore_kernels.cupy import edges as E, skeleton as S
 
-    monkeypatch.setattr(E, "cuda_tensor", lambda *a, **k: None)
+    for mod in (E, S):
+        monkeypatch.setattr(mod, "cuda_tensor", lambda *a, **k: None)
     yield r
     _launch.set_launcher(prev)
 
@@ -309,6 +310,43 @@ def test_empty_inputs_launch_nothing(rec):
     assert rec.launches == []
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64, torch.float16))
+def test_skeleton_launches(rec, dtype):
+    from hmore_kernels.cupy import skeleton as S
+    from hmore_kernels.layouts import COCO17
+
+    B, J, n = 2, 17, 5
+    bones = torch.tensor(COCO17.bones)
+    E = bones.shape[0]
+    joints, conf = torch.rand(B, J, 2, dtype=dtype) * 50, torch.rand(B, J, dtype=dtype)
+    pts, pc, bone = S.skeleton_points(joints, conf, bones, n)
+    assert pts.dtype == dtype and pts.shape == (B, E * n, 2) and bone.tolist() == sorted(list(range(E)) * n)
+    c = "double" if dtype == torch.float64 else "float"  # half points run in float32
+    (expr, grid, block, _, args), = rec.launches
+    assert expr == f"points_forward_kernel<{c}>" and grid == (math.ceil(B * E * n / 256), 1, 1)
+    assert args[2].tolist() == bones.tolist() and args[3:7] == [B, J, E, n]
+    S.skeleton_points_backward(torch.ones(B, E * n, 2, dtype=dtype), torch.ones(B, E * n, dtype=dtype), bones, J, n)
+    assert rec.launches[1][0] == f"points_backward_kernel<{c}>" and rec.launches[1][1] == (1, 1, 1)
+    with pytest.raises(ValueError, match="bones: expected joint indices in"):
+        S.skeleton_points(joints, conf, torch.tensor([[0, 17]]), n)
+    rec.launches.clear()
+    H, W = 30, 50
+    mask = torch.rand(B, 1, H, W) > 0.5
+    idx = S.skeleton_match(pts, pc, mask.float(), 1e-4)
+    assert idx.shape == (B, H, W) and idx.dtype == torch.int64
+    (expr, grid, block, _, args), = rec.launches
+    assert expr == f"match_kernel<{c}>" and grid == (math.ceil(H * W / 256), B, 1)
+    assert args[1] is None and args[3].dtype == torch.bool and args[8] is idx and args[9] is None
+    w = args[2]
+    assert w.dtype == (torch.float64 if c == "double" else torch.float32)
+    rec.launches.clear()
+    off, valid = S.skeleton_offset_map(pts, pts + 1, pc, mask, 1e-4)
+    args = rec.launches[0][4]
+    assert args[1] is not None and args[8] is None and args[9].shape == (B, 2, H, W) and args[10] is valid
+    with pytest.raises(ValueError, match="eps"):
+        S.skeleton_match(pts, pc, mask, 0.7)
+
+
 # ---------------------------------------------------------------------------------------------- 4: here, refused
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cupy_backend_refuses_with_the_reason():
@@ -321,9 +359,9 @@ def test_cupy_backend_refuses_with_the_reason():
 def test_namespace_has_the_native_schemas():
     if not hk.native_loaded():
         pytest.skip("hmore_kernels._C is not built")
-    from hmore_kernels.cupy import edges as E
+    from hmore_kernels.cupy import edges as E, skeleton as S
 
-    for op in E.OPS:
+    for op in [*E.OPS, *S.OPS]:
         ours = str(getattr(torch.ops.hmore_cupy, op).default._schema).split("::", 1)[1]
         theirs = str(getattr(torch.ops.hmore, op).default._schema).split("::", 1)[1]
         assert ours == theirs
