@@ -82,12 +82,17 @@ def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate") -
     _check_plane(x, "x")
     xc = x.contiguous()
     B, C, H, W = xc.shape
-    out = xc.new_empty((B, C, 2, H, W))
+    return _sobel_pass("sobel_forward_kernel<{t}, {a}>", xc, xc.new_empty((B, C, 2, H, W)), B * C, H, W, border,
+                       normalized)
+
+
+def _sobel_pass(template, inp, out, N, H, W, border, normalized):
+    """One launch of the Sobel stencil (forward or adjoint) over N planes; template names the kernel."""
     if out.numel() == 0:
         return out
-    t, a = _ta(xc.dtype)
-    launcher()(EDGES, f"sobel_forward_kernel<{t}, {a}>", tile_grid(B * C, H, W), (TX, TY),
-               [xc, out, B * C, H, W, _BORDER[border], *deriv_taps("sobel", normalized)], device=xc.device)
+    t, a = _ta(inp.dtype)
+    launcher()(EDGES, template.format(t=t, a=a), tile_grid(N, H, W), (TX, TY),
+               [inp, out, N, H, W, _BORDER[border], *deriv_taps("sobel", normalized)], device=inp.device)
     return out
 
 
@@ -101,13 +106,8 @@ def sobel_backward(grad: torch.Tensor, normalized: bool, border: str) -> torch.T
         raise ValueError(f"border: expected 'replicate', 'reflect101' or 'zeros', got {border!r}")
     g = grad.contiguous()
     B, C, _, H, W = g.shape
-    out = g.new_empty((B, C, H, W))
-    if out.numel() == 0:
-        return out
-    t, a = _ta(g.dtype)
-    launcher()(EDGES, f"sobel_backward_kernel<{t}, {t}, {a}>", tile_grid(B * C, H, W), (TX, TY),
-               [g, out, B * C, H, W, _BORDER[border], *deriv_taps("sobel", normalized)], device=g.device)
-    return out
+    return _sobel_pass("sobel_backward_kernel<{t}, {t}, {a}>", g, g.new_empty((B, C, H, W)), B * C, H, W, border,
+                       normalized)
 
 
 # ---------------------------------------------------------------------------------------------- gradient_magnitude
