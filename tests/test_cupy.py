@@ -17,6 +17,7 @@ Running the kernels (bit-for-bit against the CUDA backend and the reference) nee
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 import shutil
@@ -161,6 +162,25 @@ def test_recorder_rejects_bad_launches(rec):
     with pytest.raises(KeyError):
         rec(rel, "sobel_forward_kernel<int, int>", (1,), (32, 8), ok, device=x.device)
     assert len(rec.launches) == 1
+
+
+def test_kernel_params_hold_the_c_bytes():
+    # The array handed to cuLaunchKernel: each slot points at the argument in the kernel's own C type.
+    rel, expr = "edges/edges_cuda.cu", "gradmag_forward_kernel<double, double>"
+    x, out = torch.zeros(1, 1, 4, 4, dtype=torch.float64), torch.zeros(1, 1, 4, 4, dtype=torch.float64)
+    args = [x, out, 3, 5, 7, 11, True, 1.0, 2.0, 0.125, 1e-300]
+    packed = _launch.check_args(rel, expr, args)
+    params, keep = _launch.pack(packed, lambda t: (t.data_ptr(), t))
+    assert len(params) == 11
+    read = lambda i, ct: ctypes.cast(params[i], ctypes.POINTER(ct)).contents.value  # noqa: E731
+    assert read(0, ctypes.c_void_p) == x.data_ptr() and read(1, ctypes.c_void_p) == out.data_ptr()
+    assert [read(2, ctypes.c_int64), read(3, ctypes.c_int64), read(4, ctypes.c_int32), read(5, ctypes.c_int32)] == [3, 5, 7, 11]
+    assert read(6, ctypes.c_bool) is True and read(10, ctypes.c_double) == 1e-300  # A = double: 8-byte eps
+    assert ctypes.sizeof(packed[4]) == 4 and ctypes.sizeof(packed[2]) == 8
+    f = _launch.check_args(rel, "gradmag_forward_kernel<float, float>", [x.float(), out.float(), *args[2:]])
+    assert isinstance(f[10], ctypes.c_float) and f[10].value == 0.0  # float A: eps rounded to float, as A(eps)
+    params, _ = _launch.pack([None], lambda t: (0, t))
+    assert ctypes.cast(params[0], ctypes.POINTER(ctypes.c_void_p)).contents.value is None  # a null pointer
 
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

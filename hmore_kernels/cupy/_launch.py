@@ -120,19 +120,44 @@ class GpuLauncher:
         packed = check_args(rel, expr, args)
         grid, block = check_geometry(expr, grid, block, smem)
         fn = self._function(rel, expr, device)
-        keep, slots = [], []
-        for a in packed:
-            if a is None:
-                a = ctypes.c_void_p(0)
-            elif isinstance(a, torch.Tensor):
-                arr = cupy.from_dlpack(a)  # zero-copy view of the same device memory
-                keep.append(arr)
-                a = ctypes.c_void_p(arr.data.ptr)
-            keep.append(a)
-            slots.append(ctypes.cast(ctypes.pointer(a), ctypes.c_void_p))
-        params = (ctypes.c_void_p * max(1, len(slots)))(*slots)
         stream = torch.cuda.current_stream(device).cuda_stream
-        driver.launchKernel(fn.ptr, *grid, *block, smem, stream, ctypes.addressof(params), 0)
+        # The DLPack exchange names torch's current stream as the consumer, so torch inserts no wait.
+        with cupy.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()), \
+                cupy.cuda.ExternalStream(stream):
+            params, keep = pack(packed, _dlpack_pointer)
+            driver.launchKernel(fn.ptr, *grid, *block, smem, stream, ctypes.addressof(params), 0)
+        del keep  # the views and ctypes values lived until the launch had read them
+
+
+def _dlpack_pointer(t: torch.Tensor):
+    """(device pointer, keep-alive) of a tensor through DLPack: a zero-copy CuPy view of the same memory (CuPy
+    has no bfloat16: its int16 view has the same bytes)."""
+    import cupy
+
+    arr = cupy.from_dlpack(t.view(torch.int16) if t.dtype == torch.bfloat16 else t)
+    return arr.data.ptr, arr
+
+
+def pack(packed, pointer_of):
+    """cuLaunchKernel's ``kernelParams``: an array of pointers, one per argument, to the argument's bytes.
+
+    ``packed`` is :func:`check_args`' output (ctypes scalars and structs, tensors, None = null);
+    ``pointer_of(tensor)`` gives ``(device address, object to keep alive)``. Returns ``(array, keep)``:
+    ``keep`` holds everything the array points into, until the launch.
+    """
+    keep, slots = [], []
+    for a in packed:
+        if a is None:
+            a = ctypes.c_void_p(0)
+        elif isinstance(a, torch.Tensor):
+            ptr, owner = pointer_of(a)
+            keep.append(owner)
+            a = ctypes.c_void_p(ptr)
+        keep.append(a)
+        slots.append(ctypes.cast(ctypes.pointer(a), ctypes.c_void_p))
+    params = (ctypes.c_void_p * max(1, len(slots)))(*slots)
+    keep.append(params)
+    return params, keep
 
 
 class Recorder:
