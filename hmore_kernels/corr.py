@@ -19,7 +19,7 @@ from .reference import corr as _ref
 
 __all__ = ["CorrBlock", "corr_lookup", "corr_lookup_otf", "corr_pyramid", "corr_volume", "local_corr"]
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
+_IMPL = ("reference", "cpu", "cuda", "triton", "cupy")
 LAYOUTS = ("raft", "yx")
 
 
@@ -110,6 +110,8 @@ def _deterministic(flag):
 
 # ---------------------------------------------------------------------------------------------- backends
 def _ops(backend):
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
 
 
@@ -130,6 +132,8 @@ def _pick(op, backend, device, dtype=None):
             raise _backends.BackendUnavailable(
                 f"{op}: backend 'triton' is unavailable: the Triton corr module cannot be imported ({e})"
             ) from e
+    elif b == "cupy":
+        from .cupy import corr as _  # noqa: F401,F811  (defines the hmore_cupy ops on first use)
     return b
 
 

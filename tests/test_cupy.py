@@ -79,8 +79,12 @@ def _kind_of(demangled: str) -> tuple[str, str]:
 @pytest.mark.parametrize("arch", _nvrtc.ARCHS)
 @pytest.mark.parametrize("rel", sorted(_nvrtc.KERNELS))
 def test_nvrtc_compiles_every_kernel(rel, arch):
+    # the structs passed by value must have the layouts of their ctypes mirrors (static_asserts appended)
+    from hmore_kernels.cupy import corr as C
+
+    extra = C.STRUCT_ASSERTS if rel == C.CORR else ""
     try:
-        cubin, lowered = _nvrtc.compile_cubin(rel, arch)
+        cubin, lowered = _nvrtc.compile_cubin(rel, arch, extra=extra)
     except FileNotFoundError as e:  # no CUDA headers on this machine
         pytest.skip(str(e))
     assert cubin[:4] == b"\x7fELF", "NVRTC returned no cubin"
@@ -130,9 +134,9 @@ def rec(monkeypatch):
     """A Recorder as the launcher; the CUDA-device checks of the family modules accept CPU tensors."""
     r = _launch.Recorder()
     prev = _launch.set_launcher(r)
-    from hmore_kernels.cupy import edges as E, skeleton as S
+    from hmore_kernels.cupy import corr as C, edges as E, skeleton as S
 
-    for mod in (E, S):
+    for mod in (E, S, C):
         monkeypatch.setattr(mod, "cuda_tensor", lambda *a, **k: None)
     yield r
     _launch.set_launcher(prev)
@@ -367,6 +371,82 @@ def test_skeleton_launches(rec, dtype):
         S.skeleton_match(pts, pc, mask, 0.7)
 
 
+def test_corr_struct_layout_check_fails_when_wrong():
+    # the static_asserts of the NVRTC test do catch a layout that differs
+    from hmore_kernels.cupy import corr as C
+
+    wrong = C.STRUCT_ASSERTS.replace("sizeof(Levels) == 192", "sizeof(Levels) == 184")
+    assert wrong != C.STRUCT_ASSERTS
+    if _NVRTC is None:
+        pytest.skip("libnvrtc cannot be loaded")
+    with pytest.raises(_nvrtc.NvrtcError, match="Levels: layout"):
+        try:
+            _nvrtc.compile_cubin(C.CORR, "90", names=("unpool_add_kernel",), extra=wrong)
+        except FileNotFoundError as e:
+            pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16, torch.bfloat16))
+def test_corr_launches(rec, dtype):
+    from hmore_kernels.cupy import corr as C
+
+    B, D, H, W, r, L = 2, 8, 9, 11, 3, 3
+    f1, f2 = torch.randn(B, D, H, W, dtype=dtype), torch.randn(B, D, H, W, dtype=dtype)
+    coords = torch.rand(B, 2, H, W) * 10
+    t = C._T[dtype]
+    # volume and pyramid are GEMMs (torch), no kernel of ours
+    pyr = C.corr_pyramid(f1.float(), f2.float(), L)
+    assert [tuple(p.shape) for p in pyr] == [(B * H * W, 1, H >> l, W >> l) for l in range(L)] and rec.launches == []
+    pyr = [p.to(dtype) for p in pyr]
+    out = C.corr_lookup(pyr, coords, r, "yx")
+    assert out.shape == (B, L * (2 * r + 1) ** 2, H, W) and out.dtype == torch.float32
+    (expr, grid, block, _, args), = rec.launches
+    NQ = B * H * W
+    assert expr == f"lookup_fwd_kernel<{t}>" and grid == (math.ceil(NQ / 32), 1, 1) and block == (32, 8, 1)
+    st = args[0]
+    assert [st.p[l] for l in range(L)] == [p.data_ptr() for p in pyr] and list(st.h)[:L] == [H, H >> 1, H >> 2]
+    assert args[1:4] == [0, L, L] and args[6:] == [NQ, H * W, r, 1]
+    rec.launches.clear()
+    glv, gc = C.corr_lookup_backward(torch.ones_like(out), pyr, coords, r, "raft", False)
+    st = rec.launches[0][4][0]
+    assert [st.g[l] for l in range(L)] == [g.data_ptr() for g in glv] and rec.launches[0][4][7] == 0
+    # more levels than the struct holds: chunks of 8, the later ones accumulate into the coordinate gradient
+    rec.launches.clear()
+    many = [torch.zeros(4, 1, 512 >> l, 512 >> l, dtype=dtype) for l in range(10)]
+    C.corr_lookup_backward(torch.ones(1, 10 * 9, 2, 2), many, torch.zeros(1, 2, 2, 2), 1, "raft", False)
+    assert [l[4][1:4] + [l[4][7]] for l in rec.launches] == [[0, 8, 10, 0], [8, 2, 10, 1]]
+    rec.launches.clear()
+    C.corr_lookup_otf(f1, f2, coords, r, L, None, "raft")
+    (expr, grid, block, smem, args), = rec.launches
+    S = 2 * r + 2
+    assert expr == f"otf_fwd_kernel<{t}>" and grid == (math.ceil(NQ / 4), 1, 1) and block == (32, 4, 1)
+    assert smem == S * S * 4 * 4 and args[-1] == pytest.approx(1 / math.sqrt(D))
+    st = args[0]
+    sizes = [(H >> l) * (W >> l) for l in range(L)]
+    assert list(st.off)[:L] == [sum(sizes[:l]) * B * D for l in range(L)]
+    assert list(st.tstart)[:L] == [sum(sizes[:l]) * B for l in range(L)]
+    assert args[3].numel() == sum(sizes) * B * D  # the pooled levels, channels-last, in one buffer
+    for det in (False, True):
+        rec.launches.clear()
+        g1, g2, gcoord = C.corr_lookup_otf_backward(torch.ones_like(out), f1, f2, coords, r, L, None, "raft", det)
+        assert g1.shape == f1.shape and g2.dtype == dtype
+        names = [n.split("<")[0] for n in _names(rec)]
+        assert names == ["otf_bwd_kernel"] + (["otf_scatter_kernel"] if det else []) + ["unpool_add_kernel"] * (L - 1)
+        assert (rec.launches[0][4][10] is None) != det  # gw only when deterministic
+    # unpool: coarse level l into level l - 1, coarsest first
+    assert [l[4][3:7] for l in rec.launches[-(L - 1):]] == [[H >> 1, W >> 1, H >> 2, W >> 2], [H, W, H >> 1, W >> 1]]
+    rec.launches.clear()
+    out = C.local_corr(f1, f2, 2, 2, 1, 1.0)
+    assert out.shape == (B, 25, 5, 6) and rec.launches[0][1] == (1, 25, B)
+    C.local_corr_backward(torch.ones(B, 25, 5, 6), f1, f2, 2, 2, 1, 1.0)
+    assert _names(rec)[1:] == [f"local_bwd_kernel<0, {t}>", f"local_bwd_kernel<1, {t}>"]
+    assert rec.launches[1][1] == (math.ceil(H * W / 256), B * D, 1)
+    with pytest.raises(TypeError, match="float64"):
+        C.local_corr(f1.double(), f2.double(), 2)
+    with pytest.raises(ValueError, match="radius, num_levels"):
+        C.corr_lookup_otf(f1, f2, coords, 40, 4)
+
+
 # ---------------------------------------------------------------------------------------------- 4: here, refused
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cupy_backend_refuses_with_the_reason():
@@ -379,9 +459,9 @@ def test_cupy_backend_refuses_with_the_reason():
 def test_namespace_has_the_native_schemas():
     if not hk.native_loaded():
         pytest.skip("hmore_kernels._C is not built")
-    from hmore_kernels.cupy import edges as E, skeleton as S
+    from hmore_kernels.cupy import corr as C, edges as E, skeleton as S
 
-    for op in [*E.OPS, *S.OPS]:
+    for op in [*E.OPS, *S.OPS, *C.OPS]:
         ours = str(getattr(torch.ops.hmore_cupy, op).default._schema).split("::", 1)[1]
         theirs = str(getattr(torch.ops.hmore, op).default._schema).split("::", 1)[1]
         assert ours == theirs
