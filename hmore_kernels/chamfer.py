@@ -18,7 +18,7 @@ from .reference import chamfer as _ref
 
 __all__ = ["nearest_neighbors", "chamfer_distance", "patch_centroids", "patch_centroid_chamfer", "boundary_chamfer"]
 
-_IMPL = ("reference", "cpu", "cuda", "triton")
+_IMPL = ("reference", "cpu", "cuda", "triton", "cupy")
 _REDUCTIONS = ("mean", "sum", "none")
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -109,6 +109,8 @@ def _check_int(value, name, minimum):
 
 
 def _ops(backend):
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
 
 
@@ -128,6 +130,8 @@ def _pick(op, backend, device, dtype=None):
     b = _backends.resolve(op, backend, device, _IMPL, _CUDA_AUTO[op], dtype=dtype, gpu_float64=False)
     if b == "triton":
         _triton_loaded()
+    elif b == "cupy":
+        from .cupy import chamfer as _  # noqa: F401  (defines the hmore_cupy ops on first use)
     return b
 
 

@@ -80,9 +80,9 @@ def _kind_of(demangled: str) -> tuple[str, str]:
 @pytest.mark.parametrize("rel", sorted(_nvrtc.KERNELS))
 def test_nvrtc_compiles_every_kernel(rel, arch):
     # the structs passed by value must have the layouts of their ctypes mirrors (static_asserts appended)
-    from hmore_kernels.cupy import corr as C
+    from hmore_kernels.cupy import chamfer as K, corr as C
 
-    extra = C.STRUCT_ASSERTS if rel == C.CORR else ""
+    extra = {C.CORR: C.STRUCT_ASSERTS, K.CHAMFER: K.STRUCT_ASSERTS}.get(rel, "")
     try:
         cubin, lowered = _nvrtc.compile_cubin(rel, arch, extra=extra)
     except FileNotFoundError as e:  # no CUDA headers on this machine
@@ -134,9 +134,9 @@ def rec(monkeypatch):
     """A Recorder as the launcher; the CUDA-device checks of the family modules accept CPU tensors."""
     r = _launch.Recorder()
     prev = _launch.set_launcher(r)
-    from hmore_kernels.cupy import corr as C, edges as E, skeleton as S
+    from hmore_kernels.cupy import chamfer as K, corr as C, edges as E, skeleton as S
 
-    for mod in (E, S, C):
+    for mod in (E, S, C, K):
         monkeypatch.setattr(mod, "cuda_tensor", lambda *a, **k: None)
     yield r
     _launch.set_launcher(prev)
@@ -447,6 +447,78 @@ def test_corr_launches(rec, dtype):
         C.corr_lookup_otf(f1, f2, coords, 40, 4)
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
+@pytest.mark.parametrize("D", (2, 3, 5))
+def test_chamfer_launches(rec, dtype, D):
+    from hmore_kernels.cupy import chamfer as K
+
+    B, N, M = 2, 3000, 700
+    x, y = torch.rand(B, N, D, dtype=dtype), torch.rand(B, M, D, dtype=dtype)
+    xl = torch.tensor([3000, 10])
+    t, dc = K._T[dtype], (D if D in (2, 3) else 0)
+    K.chamfer_distance(x, y, xl, None, torch.rand(B, N), None, False, "mean", True, False)
+    (pexpr, pgrid, pblock, psmem, pargs), ux, uy = rec.launches
+    # 3 x tiles per cloud; 2 * 3 = 6 blocks fill 132 SMs poorly, so the 11 y chunks of 64 are split 11 ways
+    tiles_x, chunks = math.ceil(N / 1024), math.ceil(M / 64)
+    splits = min(math.ceil(132 * 8 / (B * tiles_x)), chunks)
+    span = math.ceil(chunks / splits) * 64
+    assert pexpr == f"pair_kernel<{t}, {dc}, true, true>"
+    assert pgrid == (B * tiles_x * math.ceil(M / span), 1, 1) and pblock == (256, 1, 1)
+    assert pargs[6:] == [N, M, D, tiles_x, math.ceil(M / span), span, 256] and psmem == 256 * D * 4
+    assert pargs[2] is not None and pargs[3] is None
+    assert bool((pargs[4] == -1).all()) and bool((pargs[5] == -1).all())  # keys start at "no neighbour"
+    assert ux[0] == uy[0] == "unpack_kernel" and ux[1] == (math.ceil(N / 256), B, 1) and uy[1] == (math.ceil(M / 256), B, 1)
+    assert ux[4][2] is not None and uy[4][2] is None and ux[4][-1] == 0  # x weights; plain L2
+    rec.launches.clear()
+    K.nearest_neighbors(x[:, :10], y)  # one tile: the y range split (row atomics), no column keys
+    assert rec.launches[0][0] == f"pair_kernel<{t}, {dc}, false, true>" and rec.launches[1][4][3] is not None
+    for det in (False, True):
+        rec.launches.clear()
+        idx_x, idx_y = torch.randint(-1, M, (B, N)), torch.randint(-1, N, (B, M))
+        gx, gy, gw, gwy = K.chamfer_distance_backward(torch.tensor(1.0), x, y, idx_x, idx_y, None, None, None, None,
+                                                      True, "sum", True, det)
+        assert gx.dtype == dtype and gw.numel() == 0
+        names = [n.split("<")[0] for n in _names(rec)]
+        one = ["dir_stats_kernel", "dir_grad_kernel"] + (["segsum_kernel"] if det else [])
+        assert names == one + one
+        assert all(n.endswith(f"<{t}, {dc}>") for n in _names(rec) if "dir_" in n)
+        assert (rec.launches[1][4][10] is None) != det  # contributions only for the deterministic scatter
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float16, torch.bool))
+def test_patch_launches(rec, dtype):
+    from hmore_kernels.cupy import chamfer as K
+
+    B, H, W = 2, 37, 50
+    a, b = torch.rand(B, 1, H, W) > 0.5, torch.rand(B, 1, H, W) > 0.5
+    a, b = a.to(dtype), b.to(dtype)
+    t = "float" if dtype == torch.bool else K._T[dtype]
+    cen, mass = K.patch_centroids(a, 16, torch.zeros(B, 2, H, W))
+    assert cen.shape == (B, 3, 4, 2)
+    (expr, grid, block, _, args), = rec.launches
+    assert expr == f"patch_centroids_kernel<{t}>" and grid == (B * 3 * 4, 1, 1) and block == (256, 1, 1)
+    rec.launches.clear()
+    K.patch_centroids(a, 3)
+    assert rec.launches[0][2] == (32, 1, 1)  # 9 pixels: one warp
+    rec.launches.clear()
+    K.patch_centroid_chamfer(a, b, [8, 16], 1e-3, "mean")
+    assert [l[0] for l in rec.launches] == [f"pcc_scale_kernel<{t}>"] * 2 and rec.launches[0][4][4] is None
+    rec.launches.clear()
+    sizes = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # more scales than one launch takes: two accumulating launches
+    ga, gb = K.patch_centroid_chamfer_backward(torch.tensor(1.0), a, b, sizes, 1e-3, "mean")
+    bwd = [l for l in rec.launches if l[0] == "pcc_bwd_kernel"]
+    assert len(bwd) == 2 and [l[4][2].n for l in bwd] == [8, 2] and [l[4][3] for l in bwd] == [0, 8]
+    assert [l[4][-1] for l in bwd] == [0, 1] and list(bwd[1][4][2].p)[:2] == [10, 11]
+    coef = rec.launches[0][4][4]
+    assert coef.data_ptr() == rec.launches[0][4][4].data_ptr()  # scale 0 writes at the start of the buffer
+    assert rec.launches[1][4][4].data_ptr() - coef.data_ptr() == 4 * B * math.ceil(H / 2) * math.ceil(W / 2) * 6
+    if dtype == torch.bool:
+        rec.launches.clear()
+        K.boundary_chamfer(a, b, "none")
+        assert [l[0] for l in rec.launches] == ["column_kernel<unsigned char>", "row_kernel"] * 2 + ["bc_reduce_kernel"]
+        assert rec.launches[-1][1] == (math.ceil(H * W / 1024), B, 1)
+
+
 # ---------------------------------------------------------------------------------------------- 4: here, refused
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cupy_backend_refuses_with_the_reason():
@@ -459,9 +531,9 @@ def test_cupy_backend_refuses_with_the_reason():
 def test_namespace_has_the_native_schemas():
     if not hk.native_loaded():
         pytest.skip("hmore_kernels._C is not built")
-    from hmore_kernels.cupy import corr as C, edges as E, skeleton as S
+    from hmore_kernels.cupy import chamfer as K, corr as C, edges as E, skeleton as S
 
-    for op in [*E.OPS, *S.OPS, *C.OPS]:
+    for op in [*E.OPS, *S.OPS, *C.OPS, *K.OPS]:
         ours = str(getattr(torch.ops.hmore_cupy, op).default._schema).split("::", 1)[1]
         theirs = str(getattr(torch.ops.hmore, op).default._schema).split("::", 1)[1]
         assert ours == theirs
