@@ -102,16 +102,9 @@ def triton_interpreting() -> bool:
 
 
 def _cupy_reason():
-    try:
-        import cupy
-    except ImportError:
-        return "cupy is not installed"
-    try:
-        if not cupy.is_available():
-            return "cupy is installed but finds no CUDA driver/GPU"
-    except Exception as e:  # cupy raises assorted errors without a driver
-        return f"cupy finds no usable GPU ({type(e).__name__})"
-    return None
+    from .cupy import unavailable_reason
+
+    return unavailable_reason()
 
 
 def _reason(backend: str, device: torch.device | None):
@@ -148,7 +141,7 @@ def _reason(backend: str, device: torch.device | None):
             return r
         if device is not None and device.type != "cuda":
             return f"the cupy backend runs on CUDA tensors, got tensors on {device}"
-        return "the cupy backend is not implemented for this op family yet"
+        return None
     return f"unknown backend {backend!r}"
 
 
@@ -183,7 +176,8 @@ def resolve(
         return "reference"
     if backend == "auto":
         if device.type == "cuda":
-            order = [cuda_auto] + [b for b in ("cuda", "triton") if b != cuda_auto] + ["reference"]
+            # cupy: the GPU path of a CPU-only build of _C, before the reference
+            order = [cuda_auto] + [b for b in ("cuda", "triton") if b != cuda_auto] + ["cupy", "reference"]
         else:
             order = ["cpu", "reference"]
         for b in order:

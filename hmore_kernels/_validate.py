@@ -122,12 +122,26 @@ def deterministic(flag) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- backends
-IMPLEMENTED = ("reference", "cpu", "cuda", "triton")
+IMPLEMENTED = ("reference", "cpu", "cuda", "triton", "cupy")
 
 
 def ops(backend: str):
     """The op namespace of a resolved backend."""
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
     return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
+
+
+def _load_cupy(family: str) -> None:
+    # the hmore_cupy ops of a family are defined on first use (importing hmore_kernels never imports cupy)
+    if family == "edges":
+        from .cupy import edges as _  # noqa: F401
+    elif family == "corr":
+        from .cupy import corr as _  # noqa: F401
+    elif family == "chamfer":
+        from .cupy import chamfer as _  # noqa: F401
+    else:
+        from .cupy import skeleton as _  # noqa: F401
 
 
 def _load_triton(family: str, op: str) -> None:
@@ -167,4 +181,6 @@ def pick(family: str, op: str, backend: str, device: torch.device, dtype: torch.
                           gpu_float64=family not in _GPU_NO_FLOAT64)
     if b == "triton":
         _load_triton(family, op)
+    elif b == "cupy":
+        _load_cupy(family)
     return b

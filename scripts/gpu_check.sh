@@ -20,6 +20,11 @@ grep -A6 "hmore_kernels build configuration" "$OUT/build.log"
 echo "== pytest (CUDA + compiled Triton)"
 "$PY" -m pytest tests -q -rs --durations=15 -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -n 40
 
+echo "== pytest, CuPy backend (NVRTC JIT of the same .cu sources)"
+HMORE_TEST_BACKENDS=cupy "$PY" -m pytest tests/test_edges.py tests/test_corr.py tests/test_chamfer.py tests/test_skeleton.py \
+  tests/test_cupy.py -q -rs \
+  -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cupy.log" | tail -n 40
+
 echo "== compute-sanitizer (memcheck, racecheck) over every CUDA op"
 cat > /tmp/hmore_sanitize.py <<'PY'
 import torch, hmore_kernels as hk

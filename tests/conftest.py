@@ -69,7 +69,7 @@ def _backend_cases():
         wanted = [w.strip() for w in only.split(",") if w.strip()]
         extra = [("reference", BackendCase("reference", "cpu"), [])] + (
             [("reference-cuda", BackendCase("reference", "cuda"), [pytest.mark.cuda])] if HAS_GPU else []
-        )
+        ) + [("cupy", BackendCase("cupy", "cuda"), [pytest.mark.cuda])]  # opt-in (NVRTC JIT, not run on a GPU yet)
         cases = [c for c in extra + cases if c[1].name in wanted]
     return [pytest.param(case, id=cid, marks=marks) for cid, case, marks in cases]
 

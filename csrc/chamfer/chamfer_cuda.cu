@@ -287,6 +287,7 @@ __global__ void __launch_bounds__(NT, 1) pair_kernel(const T* __restrict__ x, co
   }
 }
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 template <typename T, int DC, bool COLS, bool RA>
 cudaError_t launch_pairs_t(const void* x, const void* y, const int64_t* xl, const int64_t* yl, ull* kx, ull* ky,
                            int64_t blocks, int64_t N, int64_t M, int D, int64_t tiles_x, int64_t splits, int64_t span,
@@ -321,6 +322,7 @@ cudaError_t launch_pairs(bool cols, bool ra, const void* x, const void* y, const
   return launch_pairs_d<T, 0>(cols, ra, x, y, xl, yl, kx, ky, blocks, N, M, D, tiles_x, splits, span, st);
 }
 
+#endif  // __CUDACC_RTC__
 // ---- unpack ---------------------------------------------------------------------------------------
 __global__ void __launch_bounds__(EW) unpack_kernel(const ull* __restrict__ keys, const int64_t* __restrict__ len,
                                                     const float* __restrict__ w, int64_t* __restrict__ idx,
@@ -623,15 +625,18 @@ unsigned ew_blocks(int64_t total) {
   return unsigned(n < (int64_t(1) << 20) ? n : (int64_t(1) << 20));  // grid-stride beyond
 }
 
+#ifndef __CUDACC_RTC__  // host only (the launchers' split heuristic)
 int sm_count() {
   int dev = 0, n = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return 132;
   return n > 0 ? n : 132;
 }
+#endif
 
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 // ---- launchers ------------------------------------------------------------------------------------
 extern "C" cudaError_t hmore_chamfer_pairs_cuda(const void* x, const void* y, const int64_t* x_lengths,
                                                 const int64_t* y_lengths, unsigned long long* kx,
@@ -872,3 +877,4 @@ extern "C" cudaError_t hmore_boundary_chamfer_reduce_cuda(const uint8_t* a, cons
   bc_reduce_kernel<<<dim3(unsigned(tiles), grid_y(B)), EW, 0, stream>>>(a, b, da, db, part, B, HW, tiles);
   return cudaGetLastError();
 }
+#endif  // __CUDACC_RTC__

@@ -484,6 +484,7 @@ __global__ void __launch_bounds__(kEW)
   }
 }
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 // ---- dtype dispatch ----------------------------------------------------------------------------------
 template <typename F>
 cudaError_t dispatch(int dtype, F&& f) {
@@ -501,8 +502,10 @@ cudaError_t dispatch(int dtype, F&& f) {
 
 int otf_smem_per_warp(int r, int nl) { return (2 * r + 2) * (2 * r + 2) * (nl + 1) * int(sizeof(float)); }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 extern "C" {
 
 cudaError_t hmore_corr_lookup_forward_cuda(const void* const* levels, const int* h, const int* w, int l0, int nl,
@@ -677,3 +680,4 @@ cudaError_t hmore_local_corr_backward_cuda(const float* grad, const void* f1, co
 }
 
 }  // extern "C"
+#endif  // __CUDACC_RTC__

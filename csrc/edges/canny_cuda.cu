@@ -173,6 +173,7 @@ __global__ void output_kernel(const int* __restrict__ parent, const unsigned cha
   out[p] = r >= 0 && root_strong[r] != 0;
 }
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 template <typename In, typename T, typename Th>
 cudaError_t launch_nms(const void* img, long long B, int C, int H, int W, bool l2, Th lo, Th hi, int* parent,
                        unsigned char* root_strong, bool* out, cudaStream_t stream) {
@@ -191,8 +192,10 @@ cudaError_t launch_nms(const void* img, long long B, int C, int H, int W, bool l
   return cudaSuccess;
 }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 extern "C" cudaError_t hmore_canny_cuda(const void* img, int dtype, long long B, int C, int H, int W,
                                         int l2_gradient, double lo, double hi, int* parent,
                                         unsigned char* root_strong, bool* out, cudaStream_t stream) {
@@ -233,3 +236,4 @@ extern "C" cudaError_t hmore_canny_cuda(const void* img, int dtype, long long B,
   output_kernel<<<blocks, threads, 0, stream>>>(parent, root_strong, out, n);
   return cudaGetLastError();
 }
+#endif  // __CUDACC_RTC__

@@ -82,6 +82,7 @@ __global__ void row_kernel(const int* __restrict__ near, long long rows, int H, 
   }
 }
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 template <typename In>
 cudaError_t launch_columns(const void* mask, long long B, int H, int W, int* near, cudaStream_t stream) {
   const int threads = 128;
@@ -93,8 +94,10 @@ cudaError_t launch_columns(const void* mask, long long B, int H, int W, int* nea
   return cudaGetLastError();
 }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 extern "C" cudaError_t hmore_distance_transform_cuda(const void* mask, int dtype, long long B, int H, int W,
                                                      int* near, int* env_v, int* env_f, float* dist,
                                                      long long* idx, cudaStream_t stream) {
@@ -117,3 +120,4 @@ extern "C" cudaError_t hmore_distance_transform_cuda(const void* mask, int dtype
                                                                                            env_f, dist, idx);
   return cudaGetLastError();
 }
+#endif  // __CUDACC_RTC__

@@ -497,6 +497,7 @@ __global__ void flow_grad_kernel(const T* __restrict__ grad, const T* __restrict
 }
 
 // ---- launch helpers ---------------------------------------------------------------------------------
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 template <typename F>
 cudaError_t dispatch_float(int dtype, F&& f) {
   switch (dtype) {
@@ -583,8 +584,10 @@ cudaError_t boundary_impl(const T* m, const T* g, T* out, void* ws, int64_t B, i
   return cudaGetLastError();
 }
 
+#endif  // __CUDACC_RTC__
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 extern "C" {
 
 cudaError_t hmore_sobel_forward_cuda(const void* x, void* out, int64_t N, int H, int W, int dtype, int border,
@@ -774,3 +777,4 @@ cudaError_t hmore_flow_edges_backward_cuda(const void* grad, const void* flow, c
 }
 
 }  // extern "C"
+#endif  // __CUDACC_RTC__

@@ -144,6 +144,7 @@ unsigned grid_1d(long long total) {
 
 }  // namespace
 
+#ifndef __CUDACC_RTC__  // host launchers: nvcc only (NVRTC compiles the kernels above for the CuPy backend)
 extern "C" {
 
 cudaError_t hmore_skeleton_points_forward_cuda(const void* joints, const void* conf, const long long* bones,
@@ -206,3 +207,4 @@ cudaError_t hmore_skeleton_match_cuda(const void* pts, const void* pts1, const v
 }
 
 }  // extern "C"
+#endif  // __CUDACC_RTC__

@@ -1,0 +1,3 @@
+// NVRTC stand-in for <cuda_runtime_api.h>: see hmore_rtc.h.
+#pragma once
+#include "hmore_rtc.h"
