@@ -88,7 +88,13 @@ setup(
     packages=find_packages(include=["hmore_kernels", "hmore_kernels.*", "hmore", "hmore.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.6", "numpy"],
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"]},
+    extras_require={
+        "triton": ["triton>=3.0"],
+        # hmore_kernels.integrations; the library never imports these itself.
+        "torchvision": ["torchvision>=0.21"],
+        "ptlflow": ["ptlflow>=0.4"],
+        "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"],
+    },
     entry_points={"console_scripts": ["hmore=hmore.cli:main"]},
     ext_modules=extensions(),
     cmdclass=cmdclass(),
