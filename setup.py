@@ -92,8 +92,14 @@ setup(
     # wheels, like the project's GPU machines (a CUDA 12 system: cupy-cuda12x with nvidia-cuda-nvrtc-cu12 and
     # nvidia-cuda-runtime-cu12 instead; the sources are only compile-tested with NVRTC 13). NVRTC and the
     # headers it needs (cuda_fp16.h) come from the toolkit if there is one, else from these wheels.
-    extras_require={"triton": ["triton>=3.0"], "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"],
-                    "cupy": ["cupy-cuda13x>=14", "nvidia-cuda-nvrtc>=13.0", "nvidia-cuda-runtime>=13.0"]},
+    # torchvision / ptlflow: hmore_kernels.integrations; the library never imports these itself.
+    extras_require={
+        "triton": ["triton>=3.0"],
+        "torchvision": ["torchvision>=0.21"],
+        "ptlflow": ["ptlflow>=0.4"],
+        "cupy": ["cupy-cuda13x>=14", "nvidia-cuda-nvrtc>=13.0", "nvidia-cuda-runtime>=13.0"],
+        "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"],
+    },
     # the NVRTC stand-ins for the C/C++ library headers (files without a .py suffix)
     package_data={"hmore_kernels.cupy": ["rtc/*"]},
     entry_points={"console_scripts": ["hmore=hmore.cli:main"]},

@@ -19,5 +19,7 @@ cmake --build build/cmake -j"$(nproc)" > build/cmake-build.log 2>&1 || { tail -n
 ctest --test-dir build/cmake --output-on-failure
 
 echo "== pytest"
+# setup.sh installed torchvision and ptlflow: their tests must run, not skip (tests/test_integrations.py).
+export HMORE_REQUIRE_INTEGRATIONS=1
 export TRITON_INTERPRET=${TRITON_INTERPRET:-$("$PY" -c "import torch; print(0 if torch.cuda.is_available() else 1)")}
 "$PY" -m pytest tests -q -rs --durations=10 -p no:cacheprovider
