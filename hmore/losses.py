@@ -28,13 +28,14 @@ from torch import nn
 import hmore_kernels as hk
 from hmore_kernels.layouts import COCO17
 
+from .data.synthetic import TORSO_JOINTS  # COCO-17 shoulders and hips: the generator's v_s uses the same joints
+
 __all__ = [
     "skeleton_targets", "skeleton_hinge", "skeleton_loss", "boundary_loss", "background_loss",
     "subject_motion_target", "subject_motion_loss", "subject_map_loss", "epe_loss", "iteration_weights", "HMoReLoss",
     "TORSO_JOINTS",
 ]
 
-TORSO_JOINTS = (5, 6, 11, 12)  # COCO-17 left/right shoulder, left/right hip
 _REDUCTIONS = ("mean", "sum", "none")
 _MIN_FLOW = 1e-3  # px: the floor of |u| in the angle of skeleton_hinge
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .data._io import atomic_write_bytes as _atomic_write_bytes
 from .models.config import HMoReConfig, config_from_dict, unknown_key_error
 
 __all__ = ["TrainConfig", "load_config", "train", "TrainingDiverged", "find_checkpoints", "latest_checkpoint",
@@ -197,29 +198,9 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Train
 
 
 # ------------------------------------------------------------------------------------------ files
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``path`` so that it is either its old content or ``data``, never a mix or a truncation."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(d)
+    """The data tools' atomic write (temporary file, fsync, rename, fsync of the folder)."""
+    _atomic_write_bytes(path, data, fsync=True)
 
 
 def atomic_save(obj, path: str) -> None:
@@ -506,7 +487,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     outputs = fwd(im1, im2)
                 total, terms = loss_fn(outputs, batch, constraints=stage == "main")
-                bad = [k for k, v in (("loss", total), *terms.items()) if not torch.isfinite(v)]
+                # one device-to-host sync for every term together; names are looked up only on failure
+                checked = (("loss", total), *terms.items())
+                finite = bool(torch.isfinite(torch.stack([v.detach().float() for _, v in checked])).all())
+                bad = [] if finite else [k for k, v in checked if not torch.isfinite(v)]
                 if distributed:  # every rank stops together, whichever rank saw the NaN
                     flag = torch.tensor([float(bool(bad))], device=device)
                     torch.distributed.all_reduce(flag)

@@ -40,6 +40,15 @@ def atomic_write_bytes(path: str, data: bytes, fsync: bool = False) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+        if fsync:  # the rename itself survives a power cut only once the folder's entry is on disk
+            try:
+                dfd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass
     except BaseException:
         try:
             os.unlink(tmp)
