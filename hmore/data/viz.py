@@ -16,7 +16,8 @@ import numpy as np
 
 from ._io import atomic_write_bytes, encode_png, temp_path_for
 
-__all__ = ["make_colorwheel", "flow_to_color", "mask_to_color", "draw_keypoints", "make_panel", "write_panel", "PanelWriter"]
+__all__ = ["make_colorwheel", "flow_to_color", "flow_legend", "mask_to_color", "draw_keypoints", "make_panel",
+           "write_panel", "PanelWriter"]
 
 _RAMPS = (("RY", 15), ("YG", 6), ("GC", 4), ("CB", 11), ("BM", 13), ("MR", 6))
 # each ramp goes from one primary to the next; (channel that changes, rising or falling)
@@ -96,10 +97,27 @@ def flow_to_color(flow, max_flow: float | None = None, bgr: bool = False) -> np.
     return out[..., ::-1].copy() if bgr else out
 
 
+def flow_legend(size: int = 33) -> np.ndarray:
+    """The colour-wheel key ``[size, size, 3]`` uint8 RGB: the colour of a flow pointing from the centre to
+    each pixel, fully saturated on the inscribed circle (white outside it). ``size`` >= 5."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 5:
+        raise ValueError(f"size: expected an int >= 5, got {size!r}")
+    r = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) - r
+    img = flow_to_color(np.stack([xx, yy], axis=2), max_flow=r)
+    img[np.hypot(xx, yy) > r] = 255
+    return img
+
+
 def mask_to_color(mask) -> np.ndarray:
-    """A bool/uint8 mask ``[H, W]`` as a white-on-black ``[H, W, 3]`` uint8 image."""
-    m = (np.asarray(mask) > 0).astype(np.uint8) * 255
-    return np.repeat(m[..., None], 3, axis=2)
+    """A bool/uint8 mask ``[H, W]`` as a white-on-black ``[H, W, 3]`` uint8 image; a float map in [0, 1]
+    (a soft subject map) is drawn as grey levels."""
+    m = np.asarray(mask)
+    if np.issubdtype(m.dtype, np.floating):
+        g = np.floor(np.nan_to_num(m, nan=0.0).clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        g = (m > 0).astype(np.uint8) * 255
+    return np.repeat(g[..., None], 3, axis=2)
 
 
 def draw_keypoints(frame: np.ndarray, keypoints, conf, bones, min_conf: float = 0.3) -> np.ndarray:
@@ -119,11 +137,13 @@ def draw_keypoints(frame: np.ndarray, keypoints, conf, bones, min_conf: float = 
 
 
 def make_panel(frame=None, world_flow=None, local_flow=None, mask=None, max_flow: float | None = None,
-               labels: bool = True) -> np.ndarray:
+               labels: bool = True, mask_label: str = "mask", legend: bool = False) -> np.ndarray:
     """Side by side: frame | world flow | local flow | mask (those given), ``[H, n*W, 3]`` uint8 RGB.
 
-    ``frame`` is ``[H, W, 3]`` uint8 RGB; flows ``[H, W, 2]``; ``mask`` ``[H, W]``. Both flows use the same
-    ``max_flow`` (``None``: the larger of the two per-image maxima) so their colours compare.
+    ``frame`` is ``[H, W, 3]`` uint8 RGB; flows ``[H, W, 2]``; ``mask`` ``[H, W]`` (bool, or float in [0, 1]
+    drawn as grey). Both flows use the same ``max_flow`` (``None``: the larger of the two per-image maxima)
+    so their colours compare. ``mask_label`` names the last tile; ``legend`` draws the colour-wheel key
+    (:func:`flow_legend`) in the bottom-right corner of the first flow tile, captioned with ``max_flow``.
     """
     tiles, names = [], []
     if max_flow is None:
@@ -142,7 +162,7 @@ def make_panel(frame=None, world_flow=None, local_flow=None, mask=None, max_flow
             names.append(name)
     if mask is not None:
         tiles.append(mask_to_color(mask))
-        names.append("mask")
+        names.append(mask_label)
     if not tiles:
         raise ValueError("make_panel: nothing to draw (give at least one of frame, world_flow, local_flow, mask)")
     h, w = tiles[0].shape[:2]
@@ -154,6 +174,15 @@ def make_panel(frame=None, world_flow=None, local_flow=None, mask=None, max_flow
         for name, t in zip(names, tiles):
             cv2.putText(t, name, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
             cv2.putText(t, name, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    flow_tiles = [i for i, n in enumerate(names) if n.endswith("flow")]
+    if legend and flow_tiles and min(h, w) >= 48:
+        t = tiles[flow_tiles[0]] = tiles[flow_tiles[0]].copy()
+        s = max(min(h, w) // 4, 17) | 1
+        key = flow_legend(s)
+        t[h - s - 12:h - 12, w - s - 2:w - 2] = key  # 12 px below it for the caption
+        text = f"{max_flow:.3g} px"
+        cv2.putText(t, text, (w - s - 2, h - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 2, cv2.LINE_AA)
+        cv2.putText(t, text, (w - s - 2, h - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate(tiles, axis=1)
 
 
@@ -173,8 +202,10 @@ class PanelWriter:
     ``max_flow`` fixed across frames keeps colours comparable (``None``: per panel).
     """
 
-    def __init__(self, path: str, fps: float = 10.0, max_flow: float | None = None):
+    def __init__(self, path: str, fps: float = 10.0, max_flow: float | None = None, mask_label: str = "mask",
+                 legend: bool = False):
         self.path = os.fspath(path)
+        self.mask_label, self.legend = mask_label, legend
         ext = os.path.splitext(self.path)[1].lower()
         if ext not in (".mp4", ".png"):
             raise ValueError(f"{self.path}: expected a .mp4 or .png path")
@@ -187,7 +218,8 @@ class PanelWriter:
         self.count = 0
 
     def add(self, frame=None, world_flow=None, local_flow=None, mask=None) -> None:
-        panel = make_panel(frame, world_flow, local_flow, mask, self.max_flow)
+        panel = make_panel(frame, world_flow, local_flow, mask, self.max_flow, mask_label=self.mask_label,
+                           legend=self.legend)
         if self.video:
             # H.264-style encoders want even sizes; pad by one row/column of black if needed
             h, w = panel.shape[:2]

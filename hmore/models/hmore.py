@@ -11,7 +11,7 @@ from .config import HMoReConfig
 from .subject_motion import SubjectMotionNet
 from .world_flow import WorldFlowNet
 
-__all__ = ["HMoRe", "get_model", "load_weights", "MIN_SIZE"]
+__all__ = ["HMoRe", "get_model", "load_weights", "default_weights", "MIN_SIZE", "DEFAULT_WEIGHTS"]
 
 MIN_SIZE = 64  # px: below this the 1/8 maps are under 8x8 and the coarsest correlation level empties
 
@@ -96,6 +96,46 @@ class HMoRe(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ get_model
+# The weights shipped inside the package (trained by `hmore train` with configs/recipe_cpu.toml; see
+# docs/model.md) and their manifest: the file's SHA-256 and size, its config, how it was trained.
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "hmore_default.pt")
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_weights(path: str = DEFAULT_WEIGHTS) -> tuple[str, dict]:
+    """The shipped weights file and its manifest (``<file>.json``), after checking the file's size and
+    SHA-256 against the manifest: ``(path, manifest)``. A missing, truncated or replaced file is a
+    ``ValueError``/``FileNotFoundError`` naming it (never a download: the weights live in the package)."""
+    import json
+
+    man_path = os.path.splitext(path)[0] + ".json"
+    for p in (path, man_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{p}: the shipped weights are missing from this install of hmore "
+                                    f"(reinstall the package)")
+    try:
+        with open(man_path) as f:
+            man = json.load(f)
+        want_sha, want_size = man["sha256"], int(man["bytes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{man_path}: not a weights manifest ({type(e).__name__}: {e})") from None
+    size = os.path.getsize(path)
+    if size != want_size:
+        raise ValueError(f"{path}: {size} bytes, the manifest records {want_size} (truncated or replaced)")
+    if _sha256(path) != want_sha:
+        raise ValueError(f"{path}: SHA-256 differs from the one its manifest records (corrupted or replaced)")
+    return path, man
+
+
 def load_weights(path: str) -> tuple[dict, dict]:
     """Read a checkpoint (``hmore train``) or a weights file: returns ``(state_dict, config dict)``.
 
@@ -115,8 +155,10 @@ def get_model(name: str = "hmore", weights: str | None = None, **overrides) -> H
     """Build a model by name (only ``"hmore"``).
 
     Args:
-        weights: None (random initialisation) or the path of a checkpoint written by ``hmore train`` (any
-            of ``DIR/checkpoints/*.pt``) or a weights file; the model takes the file's config.
+        weights: None (random initialisation), ``"default"`` (the weights shipped in the package, checked
+            against their recorded checksum and config; see :func:`default_weights`) or the path of a
+            checkpoint written by ``hmore train`` (any of ``DIR/checkpoints/*.pt``) or a weights file; the
+            model takes the file's config.
         **overrides: HMoReConfig fields (e.g. ``iters=8``, ``backend="reference"``, ``corr_mode="otf"``);
             with weights, overriding a field that shapes the parameters to another value is an error.
     """
@@ -127,7 +169,12 @@ def get_model(name: str = "hmore", weights: str | None = None, **overrides) -> H
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights: expected None or a file path, got {type(weights).__name__}")
     weights = os.fspath(weights)
+    manifest = None
+    if weights == "default":
+        weights, manifest = default_weights()
     state, cfg_dict = load_weights(weights)
+    if manifest is not None and manifest.get("config") != cfg_dict:
+        raise ValueError(f"{weights}: its config differs from the one its manifest records")
     cfg = HMoReConfig.from_dict(cfg_dict, f"{weights}: config")
     for k, v in overrides.items():
         if k in HMoReConfig.ARCH_FIELDS and getattr(cfg, k) != v:
