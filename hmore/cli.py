@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # the evaluation module is optional in a partial install
         pass
     else:
-        add_eval_parser(sub, _Help)
+        add_eval_parser(sub)
 
     q = cmd("annotate", "annotate a video with MediaPipe pose + segmentation (offline)")
     q.add_argument("video", help="a video file OpenCV can decode")
