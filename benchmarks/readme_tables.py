@@ -120,13 +120,18 @@ def _f(v: str) -> float | None:
         return None
 
 
+def _num(v: float) -> str:
+    """3 significant digits, whole numbers from 100 on (``%.3g`` would print 999.5 as 1e+03)."""
+    return f"{v:.0f}" if abs(v) >= 99.95 else common.fmt(v)
+
+
 def _ms(v: float) -> str:
-    """A time in ms at 3 significant digits; seconds from 10 s on (a 34.7 s call reads better than 34700)."""
-    return f"{common.fmt(v / 1000)} s" if v >= 10_000 else common.fmt(v)
+    """A time in ms; seconds from 10 s on (a 34.7 s call reads better than 34700)."""
+    return f"{_num(v / 1000)} s" if v >= 10_000 else _num(v)
 
 
 def _x(v: float) -> str:
-    return f"{common.fmt(v)}x"
+    return f"{_num(v)}x"
 
 
 def _impl_order(impls) -> list[str]:
@@ -143,7 +148,7 @@ def _cell(row: dict, memory: bool) -> str:
     out = _ms(ms)
     mib = _f(row.get("peak_mib"))
     if memory and mib:
-        out += f" · {common.fmt(mib)} MiB"
+        out += f" · {_num(mib)} MiB"
     return out
 
 
