@@ -166,6 +166,36 @@ def test_lookup_nonfinite_coordinate_gives_nan_taps(backend, value, gen):
         assert_close(out[..., 1:], ref[..., 1:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("value", [math.inf, math.nan, 1.25])
+def test_empty_level_reads_zero_for_any_coordinate(backend, value, gen):
+    # fmap2 4x6 with 4 levels: 4x6, 2x3, 1x1, 0x0. The last level is empty (RAFT's avg_pool2d would raise):
+    # its taps read 0 whatever the coordinate, as in the reference and the cpu kernels; the CUDA otf and
+    # the Triton lookups used to give NaN there for a non-finite coordinate (0 padding x NaN weight).
+    f1 = torch.randn(1, 3, 2, 2, generator=gen).to(dev(backend))
+    f2 = torch.randn(1, 3, 4, 6, generator=gen).to(dev(backend))
+    c = (torch.rand(1, 2, 2, 2, generator=gen) * 3).to(dev(backend))
+    c[0, 1, 1, 1] = value
+    r, T = 1, 9
+    ref = hk.corr_lookup_otf(f1.cpu(), f2.cpu(), c.cpu(), r, 4, backend="reference")
+    assert torch.equal(ref[:, 3 * T:], torch.zeros_like(ref[:, 3 * T:]))
+    otf = hk.corr_lookup_otf(f1, f2, c, r, 4, backend=backend.name).cpu()
+    look = hk.corr_lookup(hk.corr_pyramid(f1, f2, 4, backend=backend.name), c, r, backend=backend.name).cpu()
+    for name, out in (("otf", otf), ("lookup", look)):
+        assert torch.equal(out[:, 3 * T:], torch.zeros_like(out[:, 3 * T:])), (name, out[:, 3 * T:])
+        assert torch.equal(out.isnan(), ref.isnan()), name
+        assert_close(out.nan_to_num(), ref.nan_to_num(), atol=1e-5, rtol=1e-5)
+    # The empty level adds nothing to any gradient (finite coordinates, so the other levels' are finite).
+    c2 = (torch.rand(1, 2, 2, 2, generator=gen) * 3).to(dev(backend))
+    g = torch.randn(1, 4 * T, 2, 2, generator=gen).to(dev(backend))
+    grads = []
+    for bk in ("reference", backend.name):
+        a, b_, cc = (t.detach().clone().requires_grad_(True) for t in (f1, f2, c2))
+        (hk.corr_lookup_otf(a, b_, cc, r, 4, backend=bk) * g).sum().backward()
+        grads.append([t.grad.cpu() for t in (a, b_, cc)])
+    for x, y in zip(*grads):
+        assert_close(y, x, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("low,high,l2", [(math.inf, 10.0, False), (1.0, -math.inf, False), (math.nan, 10.0, True),
                                          (1.0, math.nan, False)])
 def test_canny_nonfinite_thresholds(backend, low, high, l2):
