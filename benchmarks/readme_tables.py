@@ -41,8 +41,9 @@ OP_SECTION = {
 }
 SECTIONS = ("edges", "corr", "chamfer", "skeleton", "synthetic", "integrations", "model")
 # Our implementations (everything else is a baseline). "allpairs"/"otf" are RAFT models accelerated by us.
+# "auto" is the model benchmark's fused path (bench_model.py).
 OURS = ("cpu", "cpu-allpairs", "cpu-otf", "cuda", "cuda-allpairs", "cuda-otf", "triton", "triton-allpairs",
-        "triton-otf", "cupy", "allpairs", "otf")
+        "triton-otf", "cupy", "allpairs", "otf", "auto")
 BASELINE_ORDER = ("reference", "stock", "kornia", "opencv", "scipy", "cdist", "unfold")
 # Same-run speed-ups a row of ours may carry: column -> what it is measured against.
 RATIOS = (("x_ref", "reference"), ("x_kornia", "kornia"), ("x_cdist", "cdist"), ("x_scipy", "SciPy"),
@@ -71,9 +72,16 @@ def section_of(row: dict) -> str:
     return row.get("family") or OP_SECTION.get(row.get("op", ""), "other")
 
 
-def _kind(row: dict) -> str:
-    # bench_edges/bench_chamfer write "fwd+bwd", bench_corr/bench_integrations "fwdbwd": one direction.
-    return {"fwdbwd": "fwd+bwd"}.get(row.get("kind", ""), row.get("kind", ""))
+def _normalized(row: dict) -> dict:
+    """The benchmarks' spellings made one: bench_edges/bench_chamfer write kind "fwd+bwd",
+    bench_corr/bench_integrations "fwdbwd"; bench_model names the implementation in "backend" and its
+    same-run ratio "ratio_vs_reference" (impl and x_ref elsewhere)."""
+    r = dict(row)
+    r["kind"] = {"fwdbwd": "fwd+bwd"}.get(r.get("kind", ""), r.get("kind", ""))
+    r["impl"] = r.get("impl") or r.get("backend") or "-"
+    if not r.get("x_ref") and r.get("ratio_vs_reference") and r["impl"] in OURS:
+        r["x_ref"] = r["ratio_vs_reference"]
+    return r
 
 
 def _ts(row: dict) -> _dt.datetime:
@@ -93,7 +101,7 @@ def load_rows(results_dir: Path = RESULTS_DIR) -> list[dict]:
             head = f.readline()
         if not (head.startswith("op,") and "median_ms" in head):
             continue
-        rows.extend(dict(r, kind=_kind(r)) for r in common.read_rows(path)[1])
+        rows.extend(_normalized(r) for r in common.read_rows(path)[1])
     return rows
 
 

@@ -60,11 +60,17 @@ def test_render_tables_and_summaries(tmp_path):
              x_ref="", peak_mib="272"),
         _row(median_ms="1.5", iqr_ms="0.03"),
         _row(impl="kornia", median_ms="70", x_ref="0.5"),
+        # bench_model's spelling: "backend" for the implementation, ratio_vs_reference, no kind or size
+        _row(family="model", op="train_step", impl="", backend="auto", size="", kind="", x_ref="",
+             ratio_vs_reference="1.8", shape="4x3x256x256 iters 12", median_ms="900"),
+        _row(family="model", op="train_step", impl="", backend="reference", size="", kind="", x_ref="",
+             ratio_vs_reference="1.0", shape="4x3x256x256 iters 12", median_ms="1620"),
     ]
     _write(tmp_path / "dev.csv", rows)
     readme = tmp_path / "README.md"
     text = ("# x\nkept\n<!-- perf:edges:begin -->\nstale\n<!-- perf:edges:end -->\nmiddle\n"
-            "<!-- perf:corr:begin -->\n<!-- perf:corr:end -->\n<!-- perf:model:begin -->\n<!-- perf:model:end -->\nend\n")
+            "<!-- perf:corr:begin -->\n<!-- perf:corr:end -->\n<!-- perf:model:begin -->\n<!-- perf:model:end -->\n"
+            "<!-- perf:skeleton:begin -->\n<!-- perf:skeleton:end -->\nend\n")
     readme.write_text(text)
     assert rt.main(["--check", "--readme", str(readme), "--results", str(tmp_path)]) == 1
     assert readme.read_text() == text  # --check never writes
@@ -76,7 +82,9 @@ def test_render_tables_and_summaries(tmp_path):
     assert "| `corr_block` | 368x496 | D=256 | fwd+bwd | 2 | 1500 · 112 MiB | 1200 · 272 MiB | 0.8x |" in new
     assert "slower than the reference measured in the same run (ours vs the reference): `corr_block` 368x496 D=256 cpu-otf 0.8x" in new
     assert "Interquartile range of our rows with at least 5 runs: 2% to 2% of the median" in new
-    assert "<!-- perf:model:begin -->\n" + rt.HEADER + "\nNo clean rows yet.\n<!-- perf:model:end -->" in new
+    assert "| `train_step` |  | 4x3x256x256 iters 12 | - | 2 | 900 | 1620 | 1.8x | aaaaaaa | 1 |" in new
+    assert "<!-- perf:corr:begin -->\n" + rt.HEADER + "\n**Test CPU (2 cores)**" in new
+    assert "<!-- perf:skeleton:begin -->\n" + rt.HEADER + "\nNo clean rows yet.\n<!-- perf:skeleton:end -->" in new
     assert rt.main(["--check", "--readme", str(readme), "--results", str(tmp_path)]) == 0
 
 
