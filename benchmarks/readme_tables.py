@@ -121,6 +121,11 @@ def latest_clean(rows: list[dict]) -> list[dict]:
     return [best[k][1] for k in sorted(best, key=order.__getitem__)]
 
 
+def _ok(row: dict) -> bool:
+    # bench_model and bench_synthetic write no status: a row without one was measured
+    return (row.get("status") or "ok") == "ok"
+
+
 def _f(v: str) -> float | None:
     try:
         return float(v)
@@ -148,7 +153,7 @@ def _impl_order(impls) -> list[str]:
 
 
 def _cell(row: dict, memory: bool) -> str:
-    if row.get("status", "ok") != "ok":
+    if not _ok(row):
         return "skipped"
     ms = _f(row.get("median_ms"))
     if ms is None:
@@ -185,7 +190,7 @@ def _generic_table(rows: list[dict], section: str) -> list[str]:
         by_impl = {r["impl"]: r for r in g}
         cells = [f"`{op}`", size, work or "-", kind or "-", threads or "-"]
         cells += [_cell(by_impl[i], memory) if i in by_impl else "" for i in impls]
-        ours = [r for r in g if r["impl"] in OURS and r.get("status", "ok") == "ok"]
+        ours = [r for r in g if r["impl"] in OURS and _ok(r)]
         for key, _ in ratio_cols:
             vals = [(r["impl"], _f(r.get(key))) for r in ours if _f(r.get(key))]
             if len(vals) == 1 and len(ours) == 1:
@@ -215,14 +220,14 @@ def summary_lines(rows: list[dict], section: str = "") -> list[str]:
     slower than the reference (or the stock model) measured in the same run."""
     out = []
     spreads = [] if section not in SPREAD_SECTIONS else [(_f(r.get("iqr_ms")) or 0.0) / _f(r["median_ms"]) * 100 for r in rows
-               if r["impl"] in OURS and r.get("status", "ok") == "ok" and _f(r.get("median_ms"))
+               if r["impl"] in OURS and _ok(r) and _f(r.get("median_ms"))
                and _f(r.get("iqr_ms")) is not None and _f(r.get("runs")) and _f(r["runs"]) >= 5]
     if spreads:
         spreads.sort()
         mid = spreads[len(spreads) // 2]
         out.append(f"- Interquartile range of our rows with at least 5 runs: {common.fmt(spreads[0])}% to "
                    f"{common.fmt(spreads[-1])}% of the median (median {common.fmt(mid)}%, {len(spreads)} rows).")
-    slow = [r for r in rows if r["impl"] in OURS and r["kind"] == "fwd+bwd" and r.get("status", "ok") == "ok"
+    slow = [r for r in rows if r["impl"] in OURS and r["kind"] == "fwd+bwd" and _ok(r)
             and _f(r.get("x_ref")) is not None and _f(r["x_ref"]) < 1.0]
     if slow:
         items = "; ".join(f"`{r['op']}` {r['size']} {_workload(r)} {r['impl']} {_x(_f(r['x_ref']))}".replace("  ", " ")

@@ -61,7 +61,7 @@ def test_render_tables_and_summaries(tmp_path):
         _row(median_ms="1.5", iqr_ms="0.03"),
         _row(impl="kornia", median_ms="70", x_ref="0.5"),
         # bench_model's spelling: "backend" for the implementation, ratio_vs_reference, no kind or size
-        _row(family="model", op="train_step", impl="", backend="auto", size="", kind="", x_ref="",
+        _row(family="model", op="train_step", impl="", backend="auto", size="", kind="", x_ref="", status="",
              ratio_vs_reference="1.8", shape="4x3x256x256 iters 12", median_ms="900"),
         _row(family="model", op="train_step", impl="", backend="reference", size="", kind="", x_ref="",
              ratio_vs_reference="1.0", shape="4x3x256x256 iters 12", median_ms="1620"),
