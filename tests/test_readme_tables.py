@@ -7,6 +7,7 @@ hand-made rows.
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -99,3 +100,16 @@ def test_rows_without_markers_or_unpaired_markers_are_errors(tmp_path, capsys):
     assert "expected one" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         rt.main(["--readme", str(tmp_path / "missing.md")])
+
+
+def test_tracking_block_only_from_a_clean_run(tmp_path):
+    summary = {"shift": {"n": 20, "spearman": 0.98045}, "all": {"n": 54, "spearman": 0.99314}}
+    (tmp_path / "chamfer_tracking.json").write_text(json.dumps({"summary": summary, "commit": "abc1234-dirty",
+                                                                "device": "Test CPU", "image": "mask"}))
+    assert "No clean tracking run yet" in rt.render_tracking(tmp_path)
+    (tmp_path / "chamfer_tracking.json").write_text(json.dumps({"summary": summary, "commit": "abc1234",
+                                                                "device": "Test CPU", "image": "mask"}))
+    got = rt.render_tracking(tmp_path)
+    assert "Spearman rank correlation 0.993 over all 54 deformations; per family: shift 0.98 (n 20)" in got
+    assert "commit abc1234" in got
+    assert "No tracking results yet" in rt.render_tracking(tmp_path / "missing")
