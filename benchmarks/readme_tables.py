@@ -237,7 +237,7 @@ def summary_lines(rows: list[dict], section: str = "") -> list[str]:
                           for r in slow)
         ref = REF_NAME.get(section, "the reference")
         out.append(f"- Forward+backward slower than {ref} measured in the same run (ours vs {ref}): {items}.")
-    elif any(r["kind"] == "fwd+bwd" and r["impl"] in OURS for r in rows):
+    elif any(r["kind"] == "fwd+bwd" and r["impl"] in OURS and _f(r.get("x_ref")) is not None for r in rows):
         out.append(f"- Every forward+backward row of ours with a same-run comparison is at least as fast as "
                    f"{REF_NAME.get(section, 'the reference')}.")
     return out

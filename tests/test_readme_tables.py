@@ -113,3 +113,11 @@ def test_tracking_block_only_from_a_clean_run(tmp_path):
     assert "Spearman rank correlation 0.993 over all 54 deformations; per family: shift 0.98 (n 20)" in got
     assert "commit abc1234" in got
     assert "No tracking results yet" in rt.render_tracking(tmp_path / "missing")
+
+
+def test_backward_line_only_from_same_run_comparisons():
+    no_cmp = [_row(op="chamfer_distance", kind="fwd+bwd", x_ref="")]
+    assert not any("forward+backward" in s.lower() for s in rt.summary_lines(no_cmp, "chamfer"))
+    fast = [_row(kind="fwd+bwd", x_ref="1.5")]
+    assert rt.summary_lines(fast, "corr") == [
+        "- Every forward+backward row of ours with a same-run comparison is at least as fast as the reference."]
