@@ -331,6 +331,14 @@ class TestValueChecks:
         for bk in ("reference", "cpu"):
             with pytest.raises(ValueError, match="b: expected weights >= 0"):
                 hk.patch_centroid_chamfer(a, b, backend=bk)
+        # a NaN elsewhere does not hide the negative weight (the CPU check takes the min first)
+        b[0, 0, 5, 5] = math.nan
+        for bk in ("reference", "cpu"):
+            with pytest.raises(ValueError, match="b: expected weights >= 0, got min -0.5"):
+                hk.patch_centroid_chamfer(a, b, backend=bk)
+        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (ops.md: NaN propagates by the op's own rules)
+        got, want = (hk.patch_centroid_chamfer(a, b, backend=bk) for bk in ("cpu", "reference"))
+        assert torch.equal(got.isnan(), want.isnan())
 
     def test_auto_float64_routing_in_one_place(self):
         # Every family picks its backend through _validate.pick; chamfer and corr (no float64 GPU kernels)
