@@ -310,8 +310,9 @@ def _flatten(out):
     return res
 
 
-def _disagreement(a: torch.Tensor, r: torch.Tensor) -> str | None:
-    """None if a (backend) agrees with r (reference), else why not."""
+def _disagreement(a: torch.Tensor, r: torch.Tensor, extra_atol: float = 0.0) -> str | None:
+    """None if a (backend) agrees with r (reference), else why not. ``extra_atol`` widens the tolerance
+    where the op's contract bounds the error absolutely (patch_centroids' weight gradient)."""
     if a.shape != r.shape:
         return f"shape {tuple(a.shape)} vs reference {tuple(r.shape)}"
     if a.dtype != r.dtype:
@@ -331,7 +332,7 @@ def _disagreement(a: torch.Tensor, r: torch.Tensor) -> str | None:
         scale = float(rf.abs().max()) if rf.numel() else 1.0
         tol = 1e-4 * max(1.0, scale) if r.dtype != torch.float64 else 1e-4 * max(1.0, scale)
         err = float((af - rf).abs().max())
-        if err > tol + 1e-3 * float(rf.abs().max()):
+        if err > tol + 1e-3 * float(rf.abs().max()) + extra_atol:
             return f"max abs error {err:.3g} (scale {scale:.3g})"
     return None
 
@@ -395,7 +396,7 @@ def run_case(family: str, backend: str, drawn) -> tuple[str, str]:
     fo, fr = _flatten(out), _flatten(rout)
     if len(fo) != len(fr):
         return "disagree", f"{len(fo)} outputs vs reference {len(fr)}"
-    why = _compare(fo, fr, g, rg)
+    why = _compare(fo, fr, g, rg, _grad_allowance(case, args, fr, g))
     if why is None:
         return "agree", ""
     for name, match in KNOWN.items():
@@ -404,7 +405,27 @@ def run_case(family: str, backend: str, drawn) -> tuple[str, str]:
     return "disagree", why
 
 
-def _compare(fo, fr, g, rg):
+def _grad_allowance(case, args, fr, g) -> dict:
+    """Absolute allowance per gradient index from an op's documented precision contract.
+
+    patch_centroids (its docstring): the weights' gradient ``(q - c) / m`` is within
+    ``4 * eps * (p - 1 + max|offsets|) / m`` of exact per unit of incoming centroid gradient (the loss
+    weights outputs by linspace(-1, 1): at most 1) on every backend, the reference included; two
+    backends therefore differ by up to twice that. At patch_size 1 the exact value is 0 and all of it
+    is rounding noise (the fuzzer's finding of 1.7e-3)."""
+    if case.op != "patch_centroids" or not g:
+        return {}
+    weights, p, off = args
+    mass = fr[1].detach().double()
+    if not bool((mass > 0).any()):
+        return {}
+    eps = torch.finfo(weights.dtype).eps if weights.is_floating_point() else torch.finfo(torch.float32).eps
+    reach = (min(p, max(weights.shape[-2:])) - 1) + (
+        float(off.detach().abs().max()) if off is not None and off.numel() else 0.0)
+    return {0: 2 * 4 * eps * reach / float(mass[mass > 0].min())}
+
+
+def _compare(fo, fr, g, rg, allowance=None):
     for k, (a, r) in enumerate(zip(fo, fr)):
         why = _disagreement(a, r)
         if why:
@@ -415,7 +436,7 @@ def _compare(fo, fr, g, rg):
         if (a is None) != (r is None):
             a = torch.zeros_like(r) if a is None else a
             r = torch.zeros_like(a) if r is None else r
-        why = _disagreement(a, r)
+        why = _disagreement(a, r, (allowance or {}).get(k, 0.0))
         if why:
             return f"gradient {k}: {why}"
     return None

@@ -362,6 +362,45 @@ class TestChamferDistance:
             for a, b in zip(outs[0], o):
                 assert torch.equal(a, b)
 
+    def test_gpu_deterministic_vs_atomic(self, bk, gen):
+        """On a GPU the backward's scatter to ``y`` and ``y_weights`` adds with float atomics unless
+        deterministic (``deterministic=True``, or ``torch.use_deterministic_algorithms(True)`` with the
+        default None), which stable-sorts by neighbour and sums each neighbour's contributions in point
+        order. 4096 points per cloud share 16 neighbours, so the atomics really contend (256 adds per
+        target). Checks: the deterministic path is bit-identical run to run and through the global switch;
+        the atomic path agrees with it within float32 summation error; both agree with the float64
+        reference. GPU only: the CPU backward has no atomics (test_deterministic)."""
+        if bk.device != "cuda":
+            pytest.skip("the atomic scatter exists only on a GPU; the CPU backward is always deterministic")
+        B, N, M = 2, 4096, 16
+        x = rand(gen, B, N, 2, high=64.0, device=bk.device)
+        y = rand(gen, B, M, 2, high=64.0, device=bk.device)
+        xw = rand(gen, B, N, low=0.1, device=bk.device)
+        yw = rand(gen, B, M, low=0.1, device=bk.device)
+
+        def grads(det, backend=bk.name, dtype=torch.float32, device=bk.device):
+            ins = [t.detach().to(device=device, dtype=dtype).requires_grad_() for t in (x, y, xw, yw)]
+            v = hk.chamfer_distance(ins[0], ins[1], None, None, ins[2], ins[3], reduction="sum",
+                                    deterministic=det, backend=backend)
+            return [g.cpu().double() for g in torch.autograd.grad(v, ins)]
+
+        det1, det2 = grads(True), grads(True)
+        was = torch.are_deterministic_algorithms_enabled()
+        try:
+            torch.use_deterministic_algorithms(True)
+            det3 = grads(None)
+        finally:
+            torch.use_deterministic_algorithms(was)
+        atomic = grads(False)
+        want = grads(None, backend="reference", dtype=torch.float64, device="cpu")
+        for name, a, b, c, at, w in zip(("x", "y", "x_weights", "y_weights"), det1, det2, det3, atomic, want):
+            assert torch.equal(a, b), f"{name}: deterministic backward differs run to run"
+            assert torch.equal(a, c), f"{name}: use_deterministic_algorithms(True) is not the deterministic path"
+            scale = w.abs().max().item()
+            assert_close(at, a, atol=1e-5 * scale, rtol=1e-5, msg=f"{name}: atomic vs deterministic")
+            for path, g in (("deterministic", a), ("atomic", at)):
+                assert_close(g, w, atol=1e-5 * scale, rtol=1e-4, msg=f"{name}: {path} vs reference")
+
     def test_opcheck(self, gen, ns):
         ops = getattr(torch.ops, ns)
         x = rand(gen, 2, 9, 2).requires_grad_()

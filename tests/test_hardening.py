@@ -166,6 +166,71 @@ def test_lookup_nonfinite_coordinate_gives_nan_taps(backend, value, gen):
         assert_close(out[..., 1:], ref[..., 1:], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("value", [math.inf, math.nan, 1.25])
+def test_empty_level_reads_zero_for_any_coordinate(backend, value, gen):
+    # fmap2 4x6 with 4 levels: 4x6, 2x3, 1x1, 0x0. The last level is empty (RAFT's avg_pool2d would raise):
+    # its taps read 0 whatever the coordinate, as in the reference and the cpu kernels; the CUDA otf and
+    # the Triton lookups used to give NaN there for a non-finite coordinate (0 padding x NaN weight).
+    f1 = torch.randn(1, 3, 2, 2, generator=gen).to(dev(backend))
+    f2 = torch.randn(1, 3, 4, 6, generator=gen).to(dev(backend))
+    c = (torch.rand(1, 2, 2, 2, generator=gen) * 3).to(dev(backend))
+    c[0, 1, 1, 1] = value
+    r, T = 1, 9
+    ref = hk.corr_lookup_otf(f1.cpu(), f2.cpu(), c.cpu(), r, 4, backend="reference")
+    assert torch.equal(ref[:, 3 * T:], torch.zeros_like(ref[:, 3 * T:]))
+    otf = hk.corr_lookup_otf(f1, f2, c, r, 4, backend=backend.name).cpu()
+    look = hk.corr_lookup(hk.corr_pyramid(f1, f2, 4, backend=backend.name), c, r, backend=backend.name).cpu()
+    for name, out in (("otf", otf), ("lookup", look)):
+        assert torch.equal(out[:, 3 * T:], torch.zeros_like(out[:, 3 * T:])), (name, out[:, 3 * T:])
+        assert torch.equal(out.isnan(), ref.isnan()), name
+        assert_close(out.nan_to_num(), ref.nan_to_num(), atol=1e-5, rtol=1e-5)
+    # The empty level adds nothing to any gradient (finite coordinates, so the other levels' are finite).
+    c2 = (torch.rand(1, 2, 2, 2, generator=gen) * 3).to(dev(backend))
+    g = torch.randn(1, 4 * T, 2, 2, generator=gen).to(dev(backend))
+    grads = []
+    for bk in ("reference", backend.name):
+        a, b_, cc = (t.detach().clone().requires_grad_(True) for t in (f1, f2, c2))
+        (hk.corr_lookup_otf(a, b_, cc, r, 4, backend=bk) * g).sum().backward()
+        grads.append([t.grad.cpu() for t in (a, b_, cc)])
+    for x, y in zip(*grads):
+        assert_close(y, x, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_patch_centroids_weight_gradient_precision(backend, p, gen):
+    # The fuzzer's open finding: patch_centroids at p = 1 with offsets, weights' gradient 1.7e-3 off the
+    # reference. Cause: d c / d w_i = (q_i - c) / m is a cancellation (exactly 0 at p = 1, where c = q);
+    # every backend, the reference's autograd included, leaves rounding noise of up to
+    # eps * |q| / m there. The contract (patch_centroids' docstring): within 4 * eps * (p - 1 + max|offsets|)
+    # / m of the exact gradient per unit of incoming centroid gradient. Checked against float64 with
+    # masses down to 1e-6, where the general relative tolerance would fail.
+    B, H, W = 2, 7, 9
+    w = (torch.rand(B, 1, H, W, generator=gen) * 10.0 ** -torch.randint(0, 7, (B, 1, H, W), generator=gen)).to(dev(backend))
+    w[0, 0, 0, :3] = 0.0  # empty pixels (and at p = 1 empty patches: no gradient through the fallback centre)
+    off = (torch.randn(B, 2, H, W, generator=gen) * 20).to(dev(backend))
+    gc = torch.linspace(-1, 1, B * (-(-H // p)) * (-(-W // p)) * 2).view(B, -(-H // p), -(-W // p), 2)
+    gm = torch.linspace(1, -1, gc[..., 0].numel()).view_as(gc[..., 0])
+
+    def wgrad(bk, dtype, device):
+        a = w.detach().to(device=device, dtype=dtype).requires_grad_()
+        c, m = hk.patch_centroids(a, p, off.to(device=device, dtype=dtype), backend=bk)
+        (g,) = torch.autograd.grad((c * gc.to(device, dtype)).sum() + (m * gm.to(device, dtype)).sum(), [a])
+        return g.cpu().double(), m.detach().cpu().double()
+
+    exact, mass = wgrad("reference", torch.float64, "cpu")
+    if p == 1:  # the centroid is the pixel itself: only the mass term reaches the weights
+        assert_close(exact[:, 0], gm.double(), atol=1e-6, rtol=0)  # float64 noise: eps64 * |q| / m
+    m_patch = torch.nn.functional.interpolate(mass[:, None], scale_factor=p, mode="nearest")[..., :H, :W]
+    bound = 4 * torch.finfo(torch.float32).eps * (p - 1 + off.abs().max().item()) / m_patch.clamp_min(1e-30)
+    bound = bound * gc.abs().max().item() + 1e-6 * exact.abs()  # + float32 rounding of the mass term
+    for bk in ("reference", backend.name):
+        got, _ = wgrad(bk, torch.float32, dev(backend))
+        err = (got - exact).abs()
+        assert bool((err <= bound).all()), (bk, float((err / bound).max()))
+    # not vacuous: on patches of ordinary mass (>= 0.1) it is tighter than the fuzzer's general tolerance
+    assert float(bound[m_patch >= 0.1].max()) < 1e-3
+
+
 @pytest.mark.parametrize("low,high,l2", [(math.inf, 10.0, False), (1.0, -math.inf, False), (math.nan, 10.0, True),
                                          (1.0, math.nan, False)])
 def test_canny_nonfinite_thresholds(backend, low, high, l2):
@@ -266,6 +331,14 @@ class TestValueChecks:
         for bk in ("reference", "cpu"):
             with pytest.raises(ValueError, match="b: expected weights >= 0"):
                 hk.patch_centroid_chamfer(a, b, backend=bk)
+        # a NaN elsewhere does not hide the negative weight (the CPU check takes the min first)
+        b[0, 0, 5, 5] = math.nan
+        for bk in ("reference", "cpu"):
+            with pytest.raises(ValueError, match="b: expected weights >= 0, got min -0.5"):
+                hk.patch_centroid_chamfer(a, b, backend=bk)
+        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (ops.md: NaN propagates by the op's own rules)
+        got, want = (hk.patch_centroid_chamfer(a, b, backend=bk) for bk in ("cpu", "reference"))
+        assert torch.equal(got.isnan(), want.isnan())
 
     def test_auto_float64_routing_in_one_place(self):
         # Every family picks its backend through _validate.pick; chamfer and corr (no float64 GPU kernels)

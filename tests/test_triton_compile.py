@@ -195,6 +195,10 @@ class _Compiler:
         env.pop("TRITON_INTERPRET", None)
         env["TRITON_DEFAULT_FP_FUSION"] = "1"  # the JIT's default in Triton 3.9, said explicitly
         env["TRITON_CACHE_DIR"] = str(tmp / "cache")  # cold: every run really compiles
+        # The worker runs as a script, so sys.path[0] is tests/, not the checkout: without this it would
+        # import the installed hmore_kernels (another checkout's kernels) instead of the ones under test.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.jobs = queue.Queue()
         self.results = {}  # (spec key, arch) -> result
         self.submitted = set()

@@ -275,6 +275,11 @@ __global__ void __launch_bounds__(32 * kOtfWarps)
   const T* f1n = f1 + n * D;
   float* o = out + (b * nl * NT) * HW1 + s;
   for (int l = 0; l < nl; ++l) {
+    if (lv.h[l] == 0 || lv.w[l] == 0) {  // an empty level reads 0 whatever the coordinate (the reference's
+      // rule; a non-finite coordinate's NaN weights times the zero window would give NaN). Warp-uniform.
+      for (int t = threadIdx.x; t < NT; t += 32) o[int64_t(l * NT + t) * HW1] = 0.f;
+      continue;
+    }
     const float clx = level_center(cx, l), cly = level_center(cy, l);
     long long x0, y0;
     float u0, u1;
@@ -348,9 +353,12 @@ __global__ void __launch_bounds__(32 * kOtfWarps)
       lx += gt * (ay0 * (v01 - v00) + ay1 * (v11 - v10));
       ly += gt * (ax0 * (v10 - v00) + ax1 * (v11 - v01));
     }
+    // An empty level adds nothing (its taps are constant 0; with a non-finite coordinate lx, ly are NaN
+    // there). A select, not a branch around the loop: the branch made ptxas spill at 64 registers.
     const float inv = level_inv_scale<float>(l);
-    gx += lx * inv;
-    gy += ly * inv;
+    const bool full = h > 0 && w > 0;
+    gx += full ? lx * inv : 0.f;
+    gy += full ? ly * inv : 0.f;
     __syncwarp();
   }
 #pragma unroll

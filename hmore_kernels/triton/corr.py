@@ -414,6 +414,9 @@ def _lookup_fwd_kernel(coords_ptr, out_ptr, p0, p1, p2, p3, p4, p5, p6, p7, h0, 
         base = ptr + (n64 * h * w)[:, None]
         v00, v01, v10, v11 = _corners(base, x0, y0, h, w, m)
         val = v00 * (wx0 * wy0) + v01 * (wx1 * wy0) + v10 * (wx0 * wy1) + v11 * (wx1 * wy1)
+        # An empty level (h or w 0) reads 0 whatever the coordinate, as the reference: without this a
+        # non-finite coordinate's NaN weights times the zero padding would give NaN.
+        val = tl.where((h > 0) & (w > 0), val, 0.0)
         tl.store(out_ptr + ob[:, None] + ((L0 + l) * T + t).to(tl.int64)[None, :] * HW1, val, mask=m)
 
 
@@ -455,8 +458,9 @@ def _lookup_bwd_kernel(grad_ptr, coords_ptr, gc_ptr, p0, p1, p2, p3, p4, p5, p6,
         y0, wy0, wy1 = _floor_pos(y, -2.0, h + 1.0)
         v00, v01, v10, v11 = _corners(ptr + base, x0, y0, h, w, m)
         g = tl.load(grad_ptr + gb + ((L0 + l) * T + t).to(tl.int64)[None, :] * HW1, mask=m, other=0.0).to(tl.float32)
-        gx += tl.sum(g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), axis=1) * inv
-        gy += tl.sum(g * (wx0 * (v10 - v00) + wx1 * (v11 - v01)), axis=1) * inv
+        full = (h > 0) & (w > 0)  # an empty level adds nothing (its taps are constant 0)
+        gx += tl.where(full, tl.sum(g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), axis=1) * inv, 0.0)
+        gy += tl.where(full, tl.sum(g * (wx0 * (v10 - v00) + wx1 * (v11 - v01)), axis=1) * inv, 0.0)
         # pyramid: gather over the window of the level centre
         ccx = cx * inv
         ccy = cy * inv
@@ -595,12 +599,15 @@ def _otf_window_kernel(f1_ptr, f2_ptr, coords_ptr, c_ptr, NQ, HW1, D, o0, o1, o2
 
 
 @triton.jit
-def _otf_taps_kernel(c_ptr, coords_ptr, grad_ptr, out_ptr, NQ, HW1, NL: tl.constexpr, R: tl.constexpr,
+def _otf_taps_kernel(c_ptr, coords_ptr, grad_ptr, out_ptr, NQ, HW1, h0, h1, h2, h3, h4, h5, h6, h7, w0, w1, w2,
+                     w3, w4, w5, w6, w7, NL: tl.constexpr, R: tl.constexpr,
                      RAFT: tl.constexpr, BACKWARD: tl.constexpr, BN: tl.constexpr, TP: tl.constexpr,
                      WP: tl.constexpr):
     """Per tap, bilinear combination of the window correlations c (the level's values at the window
     positions; zero outside the level already). Forward: out [B, NL*T, H1, W1]. BACKWARD: out = grad of
-    the coordinates [B, 2, H1, W1] from grad [B, NL*T, H1, W1] (grid_sample's derivative)."""
+    the coordinates [B, 2, H1, W1] from grad [B, NL*T, H1, W1] (grid_sample's derivative). An empty level
+    (h_l or w_l 0) reads 0 and adds nothing to the gradient, whatever the coordinate (the reference's rule;
+    a non-finite coordinate's NaN weights times its zero window would otherwise give NaN)."""
     T: tl.constexpr = (2 * R + 1) * (2 * R + 1)
     S: tl.constexpr = 2 * R + 2
     n, nm, b, s, cb, cx, cy = _queries(coords_ptr, NQ, HW1, BN)
@@ -629,12 +636,14 @@ def _otf_taps_kernel(c_ptr, coords_ptr, grad_ptr, out_ptr, NQ, HW1, NL: tl.const
         xw = x0 - xc0[:, None] + R
         yw = y0 - yc0[:, None] + R
         v00, v01, v10, v11 = _corners(c_ptr + (n64 * NL + l)[:, None] * WP, xw, yw, S, S, m)
+        full = (_sel(l, h0, h1, h2, h3, h4, h5, h6, h7) > 0) & (_sel(l, w0, w1, w2, w3, w4, w5, w6, w7) > 0)
         if BACKWARD:
             g = tl.load(grad_ptr + ob + (l * T + t).to(tl.int64)[None, :] * HW1, mask=m, other=0.0).to(tl.float32)
-            gx += tl.sum(g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), axis=1) * inv
-            gy += tl.sum(g * (wx0 * (v10 - v00) + wx1 * (v11 - v01)), axis=1) * inv
+            gx += tl.where(full, tl.sum(g * (wy0 * (v01 - v00) + wy1 * (v11 - v10)), axis=1) * inv, 0.0)
+            gy += tl.where(full, tl.sum(g * (wx0 * (v10 - v00) + wx1 * (v11 - v01)), axis=1) * inv, 0.0)
         else:
             val = v00 * (wx0 * wy0) + v01 * (wx1 * wy0) + v10 * (wx0 * wy1) + v11 * (wx1 * wy1)
+            val = tl.where(full, val, 0.0)
             tl.store(out_ptr + ob + (l * T + t).to(tl.int64)[None, :] * HW1, val, mask=m)
     if BACKWARD:
         tl.store(out_ptr + cb, gx, mask=nm)
@@ -824,7 +833,7 @@ def corr_lookup_otf(fmap1: torch.Tensor, fmap2: torch.Tensor, coords: torch.Tens
     BN = _lookup_blocks(radius)[0]
     NQ = st["NQ"]
     wrap_triton(_otf_taps_kernel)[(triton.cdiv(NQ, BN),)](
-        c, st["c"], c, out, NQ, H1 * W1, num_levels, radius, st["raft"], False, BN, TP, WP
+        c, st["c"], c, out, NQ, H1 * W1, *st["hs"], *st["ws"], num_levels, radius, st["raft"], False, BN, TP, WP
     )
     return out
 
@@ -849,7 +858,7 @@ def _corr_lookup_otf_backward(grad: torch.Tensor, fmap1: torch.Tensor, fmap2: to
     # coordinates: recomputed window correlations, per-tap derivative (exactly the forward's taps)
     c = _otf_windows(st, radius, num_levels)
     wrap_triton(_otf_taps_kernel)[(triton.cdiv(NQ, BNL),)](
-        c, st["c"], g, gc, NQ, HW1, num_levels, radius, st["raft"], True, BNL, TP, WP
+        c, st["c"], g, gc, NQ, HW1, *st["hs"], *st["ws"], num_levels, radius, st["raft"], True, BNL, TP, WP
     )
     # window gradients (+ scatter keys)
     gw = torch.empty((NQ, num_levels, WP), dtype=torch.float32, device=dev)
