@@ -108,6 +108,8 @@ DEFINITIONS = {
                  f"precision = share of edge pixels within {BOUNDARY_TOLERANCE} px of the boundary, recall = share of "
                  "boundary pixels within that distance of an edge pixel, counts summed over the split, "
                  "F = 2PR/(P+R)"),
+    "occluded_body_share": ("share of body pixels of frame t hidden in t+1 by another part (self-occlusion) or "
+                            "leaving the frame: the generator's occlusion map, for the record"),
     "pairs_per_s": "pairs / wall time of the flow computation alone, after one untimed warm-up batch",
     "skeleton_satisfaction": (f"among mask pixels matched to a skeleton point (hmore.losses.skeleton_targets + "
                               f"hmore_kernels.skeleton_offset_map, as in training) whose offset |k| >= "
@@ -425,14 +427,17 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
     was_training = net.training if net is not None else False
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     totals = {m: _SyntheticTotals() for m in methods}
-    keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0")
+    keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0", "occlusion")
     bar = _progress(pairs, f"eval synthetic {W}x{H}", progress)
     render_s = 0.0
+    occluded = body = 0  # how much self-occlusion the split holds, for the record
     try:
         for start in range(0, pairs, batch_size):
             t0 = time.perf_counter()
             batch = _stack([ds[i] for i in range(start, min(start + batch_size, pairs))], keys)
             render_s += time.perf_counter() - t0
+            occluded += int((batch["occlusion"] & batch["flow_valid"]).sum())
+            body += int(batch["flow_valid"].sum())
             boundary = hk.mask_boundary(batch["mask0"], "inner", 1)
             for m in methods:
                 if start == 0:
@@ -460,7 +465,8 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
                      "first_seed": SPLIT_SEED_OFFSET["test"] + seed_base, "batch_size": batch_size,
                      "iters": iters if iters is not None else (info or {}).get("iters_default"),
                      "edge_threshold": edge_threshold, "tolerance": tolerance, "dilation": dilation,
-                     "render_seconds": render_s},
+                     "render_seconds": render_s,
+                     "occluded_body_share": occluded / body if body else float("nan")},
         "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
         "model": info, "definitions": DEFINITIONS, "environment": _environment(device),
     }
@@ -611,7 +617,8 @@ def format_table(results: dict) -> str:
     if syn:
         s = syn["settings"]
         out.append(f"Synthetic test split: {s['pairs']} pairs {s['size'][1]}x{s['size'][0]} (H-MoRe iters {s['iters']}, "
-                   f"weights {(syn['model'] or {}).get('weights')}, step {(syn['model'] or {}).get('step')})")
+                   f"weights {(syn['model'] or {}).get('weights')}, step {(syn['model'] or {}).get('step')}; "
+                   f"{_fmt(s.get('occluded_body_share'), 'pct')} % of body pixels occluded in t+1)")
         rows = [[m] + [_fmt(r.get(k), f) for k, _, f in _SYN_COLUMNS] for m, r in syn["methods"].items()]
         out.append(_aligned(["method"] + [h for _, h, _ in _SYN_COLUMNS], rows))
     real = results.get("real")
@@ -684,7 +691,7 @@ def _chart_png(panels) -> bytes:
 
 
 def _chart_png_cv2(panels) -> bytes:
-    pw, ph, top, bottom = 300, 320, 40, 90
+    pw, ph, top, bottom = 300, 280, 40, 50
     img = np.full((ph, pw * len(panels), 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     for p, (title, names, vals) in enumerate(panels):
