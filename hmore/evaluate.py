@@ -243,6 +243,10 @@ class _Runner:
         self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[method]) if method in _DIS_PRESETS else None
         self.seconds, self.pairs = 0.0, 0
 
+    def timing(self) -> dict:
+        return {"seconds": self.seconds,
+                "pairs_per_s": self.pairs / self.seconds if self.seconds > 0 else float("inf")}
+
     def _sync(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -278,7 +282,8 @@ _MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def load_model(weights="default", device="cpu", **overrides):
-    """The H-MoRe model for evaluation, in eval mode on ``device``.
+    """The H-MoRe model for evaluation, on ``device`` (in eval mode, unless a module was passed: the evaluation
+    functions switch it to eval mode and back).
 
     weights: an ``nn.Module`` (used as is), ``"default"`` (the weights shipped with the package, through
     ``hmore.get_model("hmore", weights="default")``), ``"none"`` / None (random initialisation), or the path of
@@ -314,7 +319,9 @@ def load_model(weights="default", device="cpu", **overrides):
             pass
     else:
         raise TypeError(f"weights: expected an nn.Module, 'default', 'none' or a file path, got {type(weights).__name__}")
-    model = model.to(device).eval()
+    model = model.to(device)
+    if not isinstance(weights, torch.nn.Module):  # a module passed in keeps its mode; evaluation sets it
+        model.eval()
     info["parameters"] = sum(p.numel() for p in model.parameters())
     cfg = getattr(model, "config", None)
     info["iters_default"] = getattr(cfg, "iters", None)
@@ -344,14 +351,35 @@ def _environment(device) -> dict:
             "cpu": platform.processor() or platform.machine()}
 
 
-def _progress(total, desc, enabled):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, dynamic_ncols=True)
+class _Progress:
+    """A tqdm bar on stderr (none when disabled or tqdm is missing) that also puts ``net`` back in training
+    mode on exit if it was in it (evaluation switches it to eval mode)."""
+
+    def __init__(self, total, desc, enabled, net=None):
+        self.bar, self.net = None, net
+        self.was_training = net is not None and net.training
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                pass
+        if net is not None:
+            net.eval()
+
+    def update(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        if self.was_training:
+            self.net.train()
 
 
 def _stack(items: list, keys) -> dict:
@@ -424,14 +452,12 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
     cfg = SyntheticConfig(height=H, width=W)  # defaults: pan/zoom camera, 1-3 distractors, all five motions
     ds = SyntheticPairs("test", pairs, cfg, seed_base)
     net, info = _resolve_model(model, methods, device)
-    was_training = net.training if net is not None else False
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     totals = {m: _SyntheticTotals() for m in methods}
     keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0", "occlusion")
-    bar = _progress(pairs, f"eval synthetic {W}x{H}", progress)
     render_s = 0.0
     occluded = body = 0  # how much self-occlusion the split holds, for the record
-    try:
+    with _Progress(pairs, f"eval synthetic {W}x{H}", progress, net) as bar:
         for start in range(0, pairs, batch_size):
             t0 = time.perf_counter()
             batch = _stack([ds[i] for i in range(start, min(start + batch_size, pairs))], keys)
@@ -444,19 +470,8 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
                     runners[m](batch, timed=False)  # warm-up: first-call allocations and lazy inits
                 world, local = runners[m](batch)
                 totals[m].update(world, local, batch, boundary, edge_threshold, tolerance, dilation)
-            if bar is not None:
-                bar.update(batch["frame0"].shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
-        if net is not None and was_training:
-            net.train()
-    res = {}
-    for m in methods:
-        r = totals[m].result()
-        r["seconds"] = runners[m].seconds
-        r["pairs_per_s"] = runners[m].pairs / runners[m].seconds if runners[m].seconds > 0 else float("inf")
-        res[m] = r
+            bar.update(batch["frame0"].shape[0])
+    res = {m: {**totals[m].result(), **runners[m].timing()} for m in methods}
     import dataclasses
 
     return {
@@ -513,7 +528,6 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
         except ValueError as e:
             raise ValueError(f"folders: {e}") from None
     net, info = _resolve_model(model, methods, device)
-    was_training = net.training if net is not None else False
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     zero = {"satisfied": 0, "considered": 0, "on_person": 0.0, "total": 0.0, "pairs": 0}
     per = {m: {} for m in methods}
@@ -524,9 +538,8 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
         idx = list(range(n)) if max_pairs is None or n <= max_pairs else \
             sorted(set(np.linspace(0, n - 1, max_pairs).round().astype(int).tolist()))
         index_lists.append(idx)
-    bar = _progress(sum(len(i) for i in index_lists), "eval real", progress)
     keys = ("frame0", "frame1", "mask0", "keypoints0", "keypoints1", "conf0", "conf1")
-    try:
+    with _Progress(sum(len(i) for i in index_lists), "eval real", progress, net) as bar:
         for clip, ds, idx in zip(clips, datasets, index_lists):
             for m in methods:
                 per[m][clip] = dict(zero)
@@ -548,13 +561,7 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
                     acc["on_person"] += float(mag[mask].sum())
                     acc["total"] += float(mag.sum())
                     acc["pairs"] += world.shape[0]
-                if bar is not None:
-                    bar.update(batch["frame0"].shape[0])
-    finally:
-        if bar is not None:
-            bar.close()
-        if net is not None and was_training:
-            net.train()
+                bar.update(batch["frame0"].shape[0])
 
     def summary(a):
         nan = float("nan")
@@ -568,9 +575,7 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
         for a in per[m].values():
             for k in tot:
                 tot[k] += a[k]
-        r = summary(tot)
-        r["seconds"] = runners[m].seconds
-        r["pairs_per_s"] = runners[m].pairs / runners[m].seconds if runners[m].seconds > 0 else float("inf")
+        r = {**summary(tot), **runners[m].timing()}
         r["per_clip"] = {c: summary(a) for c, a in per[m].items()}
         res[m] = r
     return {"kind": "real", "clips": clips, "methods": res,

@@ -252,3 +252,17 @@ def test_bad_real_and_command_arguments_are_named(tmp_path):
     a, _ = _args(out=tmp_path / "o", methods=["zero", "sift"], pairs=1, quiet=True)
     with pytest.raises(ValueError, match=r"^--methods: unknown method 'sift'"):
         a.func(a)
+
+
+def test_a_module_passed_in_runs_in_eval_mode_and_gets_its_mode_back():
+    import hmore
+
+    net = hmore.get_model("hmore", feature_dim=32, hidden_dim=32, context_dim=16, corr_levels=2, corr_radius=2,
+                          attention_heads=2, psi_dim=32, psi_heads=2, psi_layers=2, iters=1)
+    net.train()
+    seen = []
+    net.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    r = ev.evaluate_synthetic(net, pairs=2, size=(64, 64), methods=("hmore",), batch_size=2, progress=False)
+    assert seen and not any(seen) and net.training
+    assert r["model"]["weights"] == "<module>" and r["settings"]["iters"] == 1
+    assert set(r["methods"]["hmore"]) >= {"world_epe", "local_epe", "boundary_f", "pairs_per_s"}
