@@ -1,0 +1,807 @@
+"""``hmore eval``: H-MoRe beside classical optical flow, on synthetic pairs with exact ground truth and on real
+clips annotated with ``hmore annotate``.
+
+Synthetic (:func:`evaluate_synthetic`): the test split of :class:`hmore.data.synthetic.SyntheticPairs` (seeds
+disjoint from training), rendered with :class:`~hmore.data.synthetic.SyntheticConfig`'s defaults at the
+requested size: one subject doing any of walk/run/wave/jump/turn (limbs crossing in front of each other, so
+self-occlusion), a camera pan (up to 2 px/frame at 256 px) with a zoom (up to 1 %/frame), and 1-3 swaying
+background distractors. Ground-truth world flow is the body's image motion (camera included) and 0 off the
+body; local flow is the world flow minus the subject's motion ``v_s``, 0 off the body.
+
+Definitions (also written into the JSON under ``"definitions"``, :data:`DEFINITIONS`):
+
+* **body pixels**: ``flow_valid`` = the subject mask of frame t (every body pixel has exact flow).
+* **world EPE**: mean ``|w_pred - w_gt|`` over the body pixels of the whole split (pooled: every body pixel
+  weighs the same, as Sintel's EPE does).
+* **local EPE**: the same for local flow. H-MoRe: its ``local_flow`` output. Classical methods estimate no
+  subject motion and no mask, so their local flow is their flow minus its per-channel median over the whole
+  frame (a global-motion compensation: the median is the dominant, camera-like motion) [ours]; zero flow's
+  local flow is 0.
+* **px1 / px3**: share of body pixels whose world-flow end-point error is below 1 px / 3 px.
+* **background leakage**: mean ``|w_pred|`` over the pixels outside the body mask dilated by
+  :data:`LEAKAGE_DILATION` px (3x3 square element applied that many times), pooled over the split. The true
+  world flow is 0 there; classical methods report the camera and distractor motion, which is what H-MoRe's
+  world flow is meant to suppress.
+* **boundary F-score**: predicted edges = pixels where the world flow's gradient magnitude
+  (``hmore_kernels.flow_edges(flow, normalize=False)``: Sobel divided by 8 over both channels, so a flow
+  ramp of slope s px/px gives s and a step of d px gives d/2 on the two pixels beside it) exceeds
+  :data:`EDGE_THRESHOLD` px/px; true boundary = ``hmore_kernels.mask_boundary(mask0)`` (inner, 1 px).
+  Precision = share of predicted edge pixels within :data:`BOUNDARY_TOLERANCE` px (Euclidean, via
+  ``hmore_kernels.distance_transform``) of a true boundary pixel; recall = share of true boundary pixels
+  within that distance of a predicted edge pixel; the counts are summed over the split, then
+  ``F = 2PR / (P + R)`` (0 when P + R = 0).
+* **pairs/s**: pairs divided by the wall time of the method's flow computation alone (not the rendering or
+  the metrics), after one untimed warm-up call on the first batch.
+
+Real (:func:`evaluate_real`), per clip and pooled over clips:
+
+* **skeleton satisfaction**: H-MoRe's skeleton constraint as the training loss defines it
+  (:func:`hmore.losses.skeleton_targets` + ``hmore_kernels.skeleton_offset_map``: every mask pixel matched to
+  its confidence-weighted nearest skeleton point, offset ``k`` = that point's motion); among matched pixels
+  with ``|k| >= 0.5`` px, the share whose flow ``u`` is within 15 degrees of ``k`` and has
+  ``0.8 |k| <= |u| <= 1.2 |k|``.
+* **flow on person**: ``sum |u|`` over the mask of frame t divided by ``sum |u|`` over the frame (pooled).
+
+Classical methods run on grayscale uint8 frames (BT.601 luma of the RGB frames, OpenCV's ``cvtColor``):
+OpenCV's DIS at its ultrafast / fast / medium presets and Farnebäck with :data:`FARNEBACK_PARAMS` (the
+parameters of OpenCV's own Farnebäck sample and tutorial).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import platform
+import sys
+import time
+import weakref
+
+import cv2
+import numpy as np
+import torch
+
+import hmore_kernels as hk
+
+from .data._io import atomic_write_bytes, atomic_write_json
+
+__all__ = [
+    "DEFAULT_METHODS", "METHODS", "REAL_METHODS", "FARNEBACK_PARAMS", "LEAKAGE_DILATION", "EDGE_THRESHOLD",
+    "BOUNDARY_TOLERANCE", "DEFINITIONS",
+    "endpoint_error", "body_flow_counts", "leakage_counts", "flow_edge_map", "boundary_counts", "f_score",
+    "classical_local_flow", "skeleton_satisfaction_counts", "classical_flow", "load_model",
+    "evaluate_synthetic", "evaluate_real", "format_table", "write_results", "add_eval_parser", "run_eval",
+]
+
+DEFAULT_METHODS = ("hmore", "dis_ultrafast", "dis_fast", "dis_medium", "farneback", "zero")
+# "gt" (the ground truth itself) is not a default: it is the ceiling of each metric's definition (EPE 0, and
+# the boundary F-score that exact flow reaches under the edge threshold), useful to read the others against
+METHODS = DEFAULT_METHODS + ("gt",)
+REAL_METHODS = ("hmore", "dis_medium")
+_DIS_PRESETS = {
+    "dis_ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "dis_fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "dis_medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
+                    "flags": 0}
+LEAKAGE_DILATION = 5  # px
+EDGE_THRESHOLD = 0.5  # px/px of normalised-Sobel flow gradient: a 1 px flow step is just an edge
+BOUNDARY_TOLERANCE = 2.0  # px
+SKELETON_ANGLE_DEG = 15.0
+SKELETON_RANGE = (0.8, 1.2)
+SKELETON_MIN_OFFSET = 0.5  # px
+
+DEFINITIONS = {
+    "body_pixels": "flow_valid: the subject mask of frame t",
+    "world_epe": "mean |world_pred - world_gt| over the body pixels of the split (pooled over pixels)",
+    "local_epe": ("mean |local_pred - local_gt| over body pixels (pooled). H-MoRe: its local_flow output; "
+                  "classical methods: their flow minus its per-channel median over the whole frame (global-motion "
+                  "compensation; they estimate no subject motion and no mask); zero flow: 0"),
+    "px1": "share of body pixels with world-flow end-point error < 1 px",
+    "px3": "share of body pixels with world-flow end-point error < 3 px",
+    "background_leakage": (f"mean |world_pred| over pixels outside the body mask dilated by {LEAKAGE_DILATION} px "
+                           "(3x3 square element), pooled over the split; the true world flow there is 0"),
+    "boundary": (f"edges = hmore_kernels.flow_edges(world_pred, normalize=False) > {EDGE_THRESHOLD} px/px (Sobel/8 "
+                 "magnitude over both channels); true boundary = hmore_kernels.mask_boundary(mask0, 'inner', 1); "
+                 f"precision = share of edge pixels within {BOUNDARY_TOLERANCE} px of the boundary, recall = share of "
+                 "boundary pixels within that distance of an edge pixel, counts summed over the split, "
+                 "F = 2PR/(P+R)"),
+    "occluded_body_share": ("share of body pixels of frame t hidden in t+1 by another part (self-occlusion) or "
+                            "leaving the frame: the generator's occlusion map, for the record"),
+    "pairs_per_s": "pairs / wall time of the flow computation alone, after one untimed warm-up batch",
+    "skeleton_satisfaction": (f"among mask pixels matched to a skeleton point (hmore.losses.skeleton_targets + "
+                              f"hmore_kernels.skeleton_offset_map, as in training) whose offset |k| >= "
+                              f"{SKELETON_MIN_OFFSET} px: share with angle(u, k) <= {SKELETON_ANGLE_DEG} deg and "
+                              f"{SKELETON_RANGE[0]}|k| <= |u| <= {SKELETON_RANGE[1]}|k|, pooled over pairs"),
+    "flow_on_person": "sum |u| over the mask of frame t / sum |u| over the frame, pooled over pairs",
+    "classical": ("OpenCV on grayscale uint8 (cvtColor RGB2GRAY): DIS presets ultrafast/fast/medium; Farneback "
+                  f"{FARNEBACK_PARAMS}"),
+}
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def endpoint_error(flow: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``|flow - target|`` per pixel: ``[B, 2, H, W]`` x2 -> ``[B, H, W]`` (float32 or the inputs' float dtype)."""
+    return torch.linalg.vector_norm(flow - target, dim=1)
+
+
+def body_flow_counts(flow: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
+    """Sums for EPE and px1/px3 over the ``valid`` pixels.
+
+    Args: flow, target ``[B, 2, H, W]`` float; valid ``[B, 1, H, W]`` bool.
+    Returns: ``{"epe_sum", "pixels", "lt1", "lt3"}`` (Python floats / ints): summed end-point error, number of
+    valid pixels, and how many of them have error < 1 px and < 3 px.
+    """
+    e = endpoint_error(flow.double(), target.double())
+    v = valid[:, 0].bool()
+    ev = e[v]
+    return {"epe_sum": float(ev.sum()), "pixels": int(v.sum()), "lt1": int((ev < 1.0).sum()), "lt3": int((ev < 3.0).sum())}
+
+
+def leakage_counts(flow: torch.Tensor, mask: torch.Tensor, dilation: int = LEAKAGE_DILATION) -> tuple[float, int]:
+    """``(sum |flow|, pixels)`` over the pixels outside ``mask`` dilated by ``dilation`` px (3x3 square element
+    applied ``dilation`` times; 0 = no dilation). flow ``[B, 2, H, W]``, mask ``[B, 1, H, W]`` bool."""
+    m = mask.bool()
+    if dilation > 0:
+        m = m | hk.mask_boundary(m, "outer", dilation)
+    out = ~m[:, 0]
+    mag = torch.linalg.vector_norm(flow.double(), dim=1)
+    return float(mag[out].sum()), int(out.sum())
+
+
+def flow_edge_map(flow: torch.Tensor, threshold: float = EDGE_THRESHOLD) -> torch.Tensor:
+    """Edges of a flow field: bool ``[B, 1, H, W]``, True where the un-normalised ``flow_edges`` magnitude
+    (Sobel/8 over both channels, px per px) exceeds ``threshold``. flow ``[B, 2, H, W]`` float."""
+    return hk.flow_edges(flow.float().contiguous(), None, None, normalize=False) > threshold
+
+
+def boundary_counts(edges: torch.Tensor, boundary: torch.Tensor, tolerance: float = BOUNDARY_TOLERANCE) -> dict:
+    """Matching counts of a predicted edge map against a true boundary map, with a distance tolerance.
+
+    Args: edges, boundary ``[B, 1, H, W]`` bool; tolerance in px (Euclidean, inclusive).
+    Returns: ``{"edge_matched", "edge_pixels", "boundary_matched", "boundary_pixels"}`` (ints): edge pixels within
+    ``tolerance`` of a boundary pixel and their total; boundary pixels within ``tolerance`` of an edge pixel and
+    their total. Sum these over a data set, then :func:`f_score`.
+    """
+    edges, boundary = edges.bool(), boundary.bool()
+    d_true = hk.distance_transform(boundary)  # inf everywhere for an image with no boundary
+    d_pred = hk.distance_transform(edges)
+    return {"edge_matched": int((edges & (d_true <= tolerance)).sum()), "edge_pixels": int(edges.sum()),
+            "boundary_matched": int((boundary & (d_pred <= tolerance)).sum()), "boundary_pixels": int(boundary.sum())}
+
+
+def f_score(counts: dict) -> tuple[float, float, float]:
+    """``(precision, recall, F)`` from summed :func:`boundary_counts`; an empty side gives 0 (no NaN)."""
+    p = counts["edge_matched"] / counts["edge_pixels"] if counts["edge_pixels"] else 0.0
+    r = counts["boundary_matched"] / counts["boundary_pixels"] if counts["boundary_pixels"] else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
+
+
+def classical_local_flow(flow: torch.Tensor) -> torch.Tensor:
+    """A flow minus its per-image, per-channel median over the whole frame (global-motion compensation: the
+    local flow given to methods without subject motion). ``[B, 2, H, W]`` -> same shape and dtype."""
+    B, C = flow.shape[:2]
+    med = torch.quantile(flow.reshape(B, C, -1).double(), 0.5, dim=-1)  # the mean of the two middles, as np.median
+    return flow - med[:, :, None, None].to(flow.dtype)
+
+
+def skeleton_satisfaction_counts(flow: torch.Tensor, offset: torch.Tensor, valid: torch.Tensor,
+                                 angle_tol_deg: float = SKELETON_ANGLE_DEG, magnitude_range=SKELETON_RANGE,
+                                 min_offset: float = SKELETON_MIN_OFFSET) -> tuple[int, int]:
+    """``(satisfied, considered)``: considered = ``valid`` pixels with ``|k| >= min_offset``; satisfied = those whose
+    flow ``u`` is within ``angle_tol_deg`` of ``k`` and ``lo |k| <= |u| <= hi |k|`` (a zero flow never is).
+    flow, offset ``[B, 2, H, W]``; valid ``[B, 1, H, W]`` bool (``hmore_kernels.skeleton_offset_map``)."""
+    u, k = flow.double(), offset.double()
+    nu, nk = torch.linalg.vector_norm(u, dim=1), torch.linalg.vector_norm(k, dim=1)
+    considered = valid[:, 0].bool() & (nk >= min_offset)
+    cos = (u * k).sum(1) / (nu * nk).clamp_min(1e-300)
+    lo, hi = magnitude_range
+    ok = considered & (nu > 0) & (cos >= math.cos(math.radians(angle_tol_deg))) & (nu >= lo * nk) & (nu <= hi * nk)
+    return int(ok.sum()), int(considered.sum())
+
+
+# ------------------------------------------------------------------------------------------ methods
+def _check_methods(methods, allowed, name="methods") -> tuple[str, ...]:
+    if isinstance(methods, str) or not isinstance(methods, (list, tuple)) or not methods:
+        raise ValueError(f"{name}: expected a non-empty list of method names from {allowed}, got {methods!r}")
+    for m in methods:
+        if m not in allowed:
+            raise ValueError(f"{name}: unknown method {m!r}; available: {', '.join(allowed)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"{name}: a method is listed twice in {list(methods)}")
+    return tuple(methods)
+
+
+def _gray_u8(frames: torch.Tensor) -> list[np.ndarray]:
+    """``[B, 3, H, W]`` float RGB in [0, 1] (or uint8) -> list of ``[H, W]`` uint8 grayscale (OpenCV BT.601)."""
+    if frames.dtype != torch.uint8:
+        frames = (frames.float() * 255.0).round().clamp(0, 255).to(torch.uint8)
+    rgb = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in rgb]
+
+
+def classical_flow(method: str, gray0: np.ndarray, gray1: np.ndarray, dis=None) -> np.ndarray:
+    """Flow ``[H, W, 2]`` float32 (x, y px, frame 0 -> 1) of a classical method on grayscale uint8 ``[H, W]``.
+
+    method: "dis_ultrafast" / "dis_fast" / "dis_medium" (``cv2.DISOpticalFlow``; pass a created object as
+    ``dis`` to reuse it) or "farneback" (:data:`FARNEBACK_PARAMS`)."""
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(gray0, gray1, None, **FARNEBACK_PARAMS)
+    if method not in _DIS_PRESETS:
+        raise ValueError(f"method: not a classical method {method!r}; available: farneback, {', '.join(_DIS_PRESETS)}")
+    dis = dis if dis is not None else cv2.DISOpticalFlow_create(_DIS_PRESETS[method])
+    return dis.calc(gray0, gray1, None)
+
+
+class _Runner:
+    """Computes (world, local) flows ``[B, 2, H, W]`` float32 on the CPU for one method, timing the flow part."""
+
+    def __init__(self, method: str, model=None, device="cpu", iters=None):
+        self.method, self.model, self.device, self.iters = method, model, torch.device(device), iters
+        self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[method]) if method in _DIS_PRESETS else None
+        self.seconds, self.pairs = 0.0, 0
+
+    def timing(self) -> dict:
+        return {"seconds": self.seconds,
+                "pairs_per_s": self.pairs / self.seconds if self.seconds > 0 else float("inf")}
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, batch: dict, timed: bool = True):
+        f0, f1 = batch["frame0"], batch["frame1"]
+        t0 = time.perf_counter()
+        if self.method == "hmore":
+            with torch.inference_mode():
+                out = self.model(f0.to(self.device), f1.to(self.device), iters=self.iters)
+                world = out["world_flow"].float().cpu()
+                local = out["local_flow"].float().cpu()
+        elif self.method == "zero":
+            world = torch.zeros(f0.shape[0], 2, *f0.shape[2:])
+            local = world
+        elif self.method == "gt":
+            world, local = batch["world_flow"], batch["local_flow"]
+        else:
+            g0, g1 = _gray_u8(f0), _gray_u8(f1)
+            world = torch.from_numpy(np.stack([classical_flow(self.method, a, b, self.dis) for a, b in zip(g0, g1)]))
+            world = world.permute(0, 3, 1, 2).contiguous()
+            local = None
+        self._sync()
+        if timed:
+            self.seconds += time.perf_counter() - t0
+            self.pairs += f0.shape[0]
+        if local is None:  # outside the timer: the compensation is part of the metric's definition, not the method
+            local = classical_local_flow(world)
+        return world, local
+
+
+_MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def load_model(weights="default", device="cpu", **overrides):
+    """The H-MoRe model for evaluation, on ``device`` (in eval mode, unless a module was passed: the evaluation
+    functions switch it to eval mode and back).
+
+    weights: an ``nn.Module`` (used as is), ``"default"`` (the weights shipped with the package, through
+    ``hmore.get_model("hmore", weights="default")``), ``"none"`` / None (random initialisation), or the path of
+    a checkpoint / weights file. Returns ``(model, info)``, info = ``{"weights", "step", "parameters"}``.
+    """
+    import hmore
+
+    info = {"weights": None, "step": None}
+    if isinstance(weights, torch.nn.Module):
+        model = weights
+        # a module that load_model built keeps its record (the weights path and step) for the results
+        info.update(_MODEL_INFO.get(model, {"weights": "<module>"}))
+    elif weights is None or weights == "none":
+        model = hmore.get_model("hmore", **overrides)
+        info["weights"] = "none (random initialisation)"
+    elif weights == "default":
+        try:
+            model = hmore.get_model("hmore", weights="default", **overrides)
+        except FileNotFoundError as e:
+            raise ValueError(f"weights: the shipped weights ('default') are not available in this install ({e}); "
+                             "pass a checkpoint path (e.g. runs/x/checkpoints/step_*.pt) or 'none'") from None
+        info["weights"] = "default"
+    elif isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise ValueError(f"weights: {path}: no such file (expected 'default', 'none' or a checkpoint path)")
+        model = hmore.get_model("hmore", weights=path, **overrides)
+        info["weights"] = os.path.abspath(path)
+        try:  # the training step, for the record; weights files without one are fine
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+            info["step"] = int(ck["step"]) if isinstance(ck, dict) and "step" in ck else None
+        except Exception:
+            pass
+    else:
+        raise TypeError(f"weights: expected an nn.Module, 'default', 'none' or a file path, got {type(weights).__name__}")
+    model = model.to(device)
+    if not isinstance(weights, torch.nn.Module):  # a module passed in keeps its mode; evaluation sets it
+        model.eval()
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    cfg = getattr(model, "config", None)
+    info["iters_default"] = getattr(cfg, "iters", None)
+    _MODEL_INFO[model] = dict(info)
+    return model, info
+
+
+def _resolve_model(model, methods, device):
+    if "hmore" not in methods:
+        return None, None
+    return load_model("default" if model is None else model, device)
+
+
+def _check_int(v, name, lo):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
+    return int(v)
+
+
+def _check_iters(iters):
+    return None if iters is None else _check_int(iters, "iters", 1)
+
+
+def _environment(device) -> dict:
+    return {"torch": torch.__version__, "opencv": cv2.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "device": str(device), "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(),
+            "cpu": platform.processor() or platform.machine()}
+
+
+class _Progress:
+    """A tqdm bar on stderr (none when disabled or tqdm is missing) that also puts ``net`` back in training
+    mode on exit if it was in it (evaluation switches it to eval mode)."""
+
+    def __init__(self, total, desc, enabled, net=None):
+        self.bar, self.net = None, net
+        self.was_training = net is not None and net.training
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                pass
+        if net is not None:
+            net.eval()
+
+    def update(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        if self.was_training:
+            self.net.train()
+
+
+def _stack(items: list, keys) -> dict:
+    return {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
+# ------------------------------------------------------------------------------------------ synthetic
+class _SyntheticTotals:
+    def __init__(self):
+        self.world = {"epe_sum": 0.0, "pixels": 0, "lt1": 0, "lt3": 0}
+        self.local_sum = 0.0
+        self.leak_sum, self.leak_px = 0.0, 0
+        self.bnd = {"edge_matched": 0, "edge_pixels": 0, "boundary_matched": 0, "boundary_pixels": 0}
+
+    def update(self, world, local, batch, boundary, edge_threshold, tolerance, dilation):
+        for k, v in body_flow_counts(world, batch["world_flow"], batch["flow_valid"]).items():
+            self.world[k] += v
+        self.local_sum += body_flow_counts(local, batch["local_flow"], batch["flow_valid"])["epe_sum"]
+        s, n = leakage_counts(world, batch["mask0"], dilation)
+        self.leak_sum += s
+        self.leak_px += n
+        for k, v in boundary_counts(flow_edge_map(world, edge_threshold), boundary, tolerance).items():
+            self.bnd[k] += v
+
+    def result(self) -> dict:
+        n = self.world["pixels"]
+        nan = float("nan")
+        p, r, f = f_score(self.bnd)
+        return {"world_epe": self.world["epe_sum"] / n if n else nan, "local_epe": self.local_sum / n if n else nan,
+                "px1": self.world["lt1"] / n if n else nan, "px3": self.world["lt3"] / n if n else nan,
+                "background_leakage": self.leak_sum / self.leak_px if self.leak_px else nan,
+                "boundary_precision": p, "boundary_recall": r, "boundary_f": f,
+                "body_pixels": n, "background_pixels": self.leak_px, **self.bnd}
+
+
+def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_base: int = 0, methods=DEFAULT_METHODS,
+                       device="cpu", batch_size: int = 4, iters: int | None = None, progress: bool = True,
+                       edge_threshold: float = EDGE_THRESHOLD, tolerance: float = BOUNDARY_TOLERANCE,
+                       dilation: int = LEAKAGE_DILATION) -> dict:
+    """Evaluate H-MoRe and classical flow on the synthetic test split (see the module docstring).
+
+    Args:
+        model: an ``HMoRe`` module, ``"default"`` / None (the shipped weights), ``"none"`` (random init) or a
+            checkpoint path; only used when ``"hmore"`` is in ``methods``. It is moved to ``device`` and put in
+            eval mode.
+        pairs: number of test pairs (>= 1; default 200): seeds ``SPLIT_SEED_OFFSET["test"] + seed_base + i``.
+        size: ``(H, W)`` of the rendered frames (>= 64 each when "hmore" runs; default (256, 256)).
+        seed_base: first seed within the test split's range (default 0).
+        methods: subset of :data:`METHODS` (default :data:`DEFAULT_METHODS`; "gt" = the ground truth, a ceiling).
+        device: where H-MoRe runs ("cpu", "cuda", ...); classical methods run on the CPU.
+        batch_size: pairs per model call (default 4); iters: H-MoRe's refinement iterations (default: its config's).
+        progress: a tqdm bar on stderr. edge_threshold, tolerance, dilation: the metric parameters
+            (:data:`EDGE_THRESHOLD` px/px, :data:`BOUNDARY_TOLERANCE` px, :data:`LEAKAGE_DILATION` px).
+    Returns: ``{"kind": "synthetic", "methods": {name: {world_epe, local_epe, px1, px3, background_leakage,
+    boundary_precision, boundary_recall, boundary_f, pairs_per_s, seconds, ...}}, "settings", "config",
+    "model", "definitions", "environment"}``; rates are fractions in [0, 1], EPEs and leakage in px.
+    """
+    from .data.synthetic import SPLIT_SEED_OFFSET, SyntheticConfig, SyntheticPairs
+    from .models import MIN_SIZE
+
+    methods = _check_methods(methods, METHODS)
+    pairs = _check_int(pairs, "pairs", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    seed_base = _check_int(seed_base, "seed_base", 0)
+    iters = _check_iters(iters)
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        raise ValueError(f"size: expected (H, W), got {size!r}")
+    lo = MIN_SIZE if "hmore" in methods else 32
+    H, W = (_check_int(s, "size", lo) for s in size)
+    cfg = SyntheticConfig(height=H, width=W)  # defaults: pan/zoom camera, 1-3 distractors, all five motions
+    ds = SyntheticPairs("test", pairs, cfg, seed_base)
+    net, info = _resolve_model(model, methods, device)
+    runners = {m: _Runner(m, net, device, iters) for m in methods}
+    totals = {m: _SyntheticTotals() for m in methods}
+    keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0", "occlusion")
+    render_s = 0.0
+    occluded = body = 0  # how much self-occlusion the split holds, for the record
+    with _Progress(pairs, f"eval synthetic {W}x{H}", progress, net) as bar:
+        for start in range(0, pairs, batch_size):
+            t0 = time.perf_counter()
+            batch = _stack([ds[i] for i in range(start, min(start + batch_size, pairs))], keys)
+            render_s += time.perf_counter() - t0
+            occluded += int((batch["occlusion"] & batch["flow_valid"]).sum())
+            body += int(batch["flow_valid"].sum())
+            boundary = hk.mask_boundary(batch["mask0"], "inner", 1)
+            for m in methods:
+                if start == 0:
+                    runners[m](batch, timed=False)  # warm-up: first-call allocations and lazy inits
+                world, local = runners[m](batch)
+                totals[m].update(world, local, batch, boundary, edge_threshold, tolerance, dilation)
+            bar.update(batch["frame0"].shape[0])
+    res = {m: {**totals[m].result(), **runners[m].timing()} for m in methods}
+    import dataclasses
+
+    return {
+        "kind": "synthetic", "methods": res,
+        "settings": {"pairs": pairs, "size": [H, W], "split": "test", "seed_base": seed_base,
+                     "first_seed": SPLIT_SEED_OFFSET["test"] + seed_base, "batch_size": batch_size,
+                     "iters": iters if iters is not None else (info or {}).get("iters_default"),
+                     "edge_threshold": edge_threshold, "tolerance": tolerance, "dilation": dilation,
+                     "render_seconds": render_s,
+                     "occluded_body_share": occluded / body if body else float("nan")},
+        "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
+        "model": info, "definitions": DEFINITIONS, "environment": _environment(device),
+    }
+
+
+# ------------------------------------------------------------------------------------------ real
+def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", batch_size: int = 4,
+                  iters: int | None = None, max_pairs: int | None = None, points_per_bone: int = 8,
+                  progress: bool = True) -> dict:
+    """Skeleton-constraint satisfaction and flow-on-person share on annotated real clips (module docstring).
+
+    Args:
+        folders: a dataset folder written by ``hmore annotate`` (docs/dataset.md), a folder of such folders, or
+            a list of either. Pairs are consecutive frames that both have a person (``PairDataset``, no
+            augmentation, full frames).
+        model: as in :func:`evaluate_synthetic`. methods: subset of :data:`METHODS` without "gt" (default
+            ``("hmore", "dis_medium")``).
+        max_pairs: at most this many pairs per clip, evenly spaced over it (default: all).
+        points_per_bone: skeleton points per bone (8, as in training).
+    Returns: ``{"kind": "real", "clips": [paths], "methods": {name: {"skeleton_satisfaction", "flow_on_person",
+    "considered_pixels", "pairs", "pairs_per_s", "seconds", "per_clip": {clip: {...}}}}, "settings", "model",
+    "definitions", "environment"}``.
+    """
+    from .data.dataset import PairDataset
+    from .data.format import find_datasets
+    from .losses import skeleton_targets
+
+    methods = _check_methods(methods, tuple(m for m in METHODS if m != "gt"))
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    iters = _check_iters(iters)
+    if max_pairs is not None:
+        max_pairs = _check_int(max_pairs, "max_pairs", 1)
+    if isinstance(folders, (str, os.PathLike)):
+        folders = [folders]
+    if not isinstance(folders, (list, tuple)) or not folders:
+        raise ValueError(f"folders: expected a dataset folder or a non-empty list of them, got {folders!r}")
+    clips = []
+    for f in folders:
+        f = os.fspath(f)
+        if not os.path.isdir(f):
+            raise ValueError(f"folders: {f}: no such folder (expected a dataset folder written by hmore annotate)")
+        try:
+            clips += find_datasets(f)
+        except ValueError as e:
+            raise ValueError(f"folders: {e}") from None
+    net, info = _resolve_model(model, methods, device)
+    runners = {m: _Runner(m, net, device, iters) for m in methods}
+    zero = {"satisfied": 0, "considered": 0, "on_person": 0.0, "total": 0.0, "pairs": 0}
+    per = {m: {} for m in methods}
+    datasets = [PairDataset(c, augment=False) for c in clips]
+    index_lists = []
+    for ds in datasets:
+        n = len(ds)
+        idx = list(range(n)) if max_pairs is None or n <= max_pairs else \
+            sorted(set(np.linspace(0, n - 1, max_pairs).round().astype(int).tolist()))
+        index_lists.append(idx)
+    keys = ("frame0", "frame1", "mask0", "keypoints0", "keypoints1", "conf0", "conf1")
+    with _Progress(sum(len(i) for i in index_lists), "eval real", progress, net) as bar:
+        for clip, ds, idx in zip(clips, datasets, index_lists):
+            for m in methods:
+                per[m][clip] = dict(zero)
+            for start in range(0, len(idx), batch_size):
+                batch = _stack([ds[i] for i in idx[start:start + batch_size]], keys)
+                pt, pt1, pc = skeleton_targets(batch["keypoints0"], batch["keypoints1"], batch["conf0"], batch["conf1"],
+                                               points_per_bone)
+                offset, valid = hk.skeleton_offset_map(pt, pt1, pc, batch["mask0"])
+                mask = batch["mask0"][:, 0]
+                for m in methods:
+                    if start == 0 and clip == clips[0]:
+                        runners[m](batch, timed=False)
+                    world, _ = runners[m](batch)
+                    s, c = skeleton_satisfaction_counts(world, offset, valid)
+                    mag = torch.linalg.vector_norm(world.double(), dim=1)
+                    acc = per[m][clip]
+                    acc["satisfied"] += s
+                    acc["considered"] += c
+                    acc["on_person"] += float(mag[mask].sum())
+                    acc["total"] += float(mag.sum())
+                    acc["pairs"] += world.shape[0]
+                bar.update(batch["frame0"].shape[0])
+
+    def summary(a):
+        nan = float("nan")
+        return {"skeleton_satisfaction": a["satisfied"] / a["considered"] if a["considered"] else nan,
+                "flow_on_person": a["on_person"] / a["total"] if a["total"] > 0 else nan,
+                "considered_pixels": a["considered"], "pairs": a["pairs"]}
+
+    res = {}
+    for m in methods:
+        tot = dict(zero)
+        for a in per[m].values():
+            for k in tot:
+                tot[k] += a[k]
+        r = {**summary(tot), **runners[m].timing()}
+        r["per_clip"] = {c: summary(a) for c, a in per[m].items()}
+        res[m] = r
+    return {"kind": "real", "clips": clips, "methods": res,
+            "settings": {"batch_size": batch_size, "max_pairs": max_pairs, "points_per_bone": points_per_bone,
+                         "iters": iters if iters is not None else (info or {}).get("iters_default")},
+            "model": info, "definitions": DEFINITIONS, "environment": _environment(device)}
+
+
+# ------------------------------------------------------------------------------------------ writers
+_SYN_COLUMNS = (("world_epe", "world EPE", "{:.3f}"), ("local_epe", "local EPE", "{:.3f}"), ("px1", "px1 %", "pct"),
+                ("px3", "px3 %", "pct"), ("background_leakage", "bg leak", "{:.3f}"),
+                ("boundary_precision", "bnd P", "{:.3f}"), ("boundary_recall", "bnd R", "{:.3f}"),
+                ("boundary_f", "bnd F", "{:.3f}"), ("pairs_per_s", "pairs/s", "{:.1f}"))
+_REAL_COLUMNS = (("skeleton_satisfaction", "skeleton sat. %", "pct"), ("flow_on_person", "flow on person %", "pct"),
+                 ("considered_pixels", "pixels", "{:d}"), ("pairs", "pairs", "{:d}"), ("pairs_per_s", "pairs/s", "{:.1f}"))
+
+
+def _fmt(v, f):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-" if v is None or math.isnan(v) else str(v)
+    return f"{100 * v:.1f}" if f == "pct" else f.format(v)
+
+
+def _aligned(header, rows) -> str:
+    w = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w[0]) if i == 0 else str(x).rjust(w[i]) for i, x in enumerate(r))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * n for n in w)] + [line(r) for r in rows])
+
+
+def _real_rows(res):
+    rows = []
+    for m, r in res["methods"].items():
+        for c, a in r["per_clip"].items():
+            rows.append((os.path.basename(os.path.normpath(c)), m, a))
+        if len(r["per_clip"]) > 1:
+            rows.append(("all", m, r))
+    return rows
+
+
+def format_table(results: dict) -> str:
+    """Aligned text tables of ``{"synthetic": ..., "real": ...}`` (either may be missing)."""
+    out = []
+    syn = results.get("synthetic")
+    if syn:
+        s = syn["settings"]
+        out.append(f"Synthetic test split: {s['pairs']} pairs {s['size'][1]}x{s['size'][0]} (H-MoRe iters {s['iters']}, "
+                   f"weights {(syn['model'] or {}).get('weights')}, step {(syn['model'] or {}).get('step')}; "
+                   f"{_fmt(s.get('occluded_body_share'), 'pct')} % of body pixels occluded in t+1)")
+        rows = [[m] + [_fmt(r.get(k), f) for k, _, f in _SYN_COLUMNS] for m, r in syn["methods"].items()]
+        out.append(_aligned(["method"] + [h for _, h, _ in _SYN_COLUMNS], rows))
+    real = results.get("real")
+    if real:
+        out.append(("\n" if out else "") + f"Real clips ({len(real['clips'])}):")
+        rows = [[c, m] + [_fmt(a.get(k), f) if k in a else _fmt(real["methods"][m].get(k), f) for k, _, f in _REAL_COLUMNS]
+                for c, m, a in _real_rows(real)]
+        out.append(_aligned(["clip", "method"] + [h for _, h, _ in _REAL_COLUMNS], rows))
+    return "\n".join(out)
+
+
+def _csv_bytes(header, rows) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # strict JSON has no NaN/Infinity
+    if isinstance(x, (np.integer, np.floating)):
+        return _json_safe(x.item())
+    return x
+
+
+def _chart_panels(results) -> list[tuple[str, list[str], list[float]]]:
+    panels = []
+    syn = results.get("synthetic")
+    if syn:
+        ms = list(syn["methods"])
+        for key, title in (("world_epe", "world EPE (px), lower is better"), ("local_epe", "local EPE (px), lower is better"),
+                           ("background_leakage", "background leakage (px), lower is better"),
+                           ("boundary_f", "boundary F-score, higher is better")):
+            panels.append((title, ms, [syn["methods"][m][key] for m in ms]))
+    real = results.get("real")
+    if real:
+        ms = list(real["methods"])
+        for key, title in (("skeleton_satisfaction", "real: skeleton satisfaction"), ("flow_on_person", "real: flow on person")):
+            panels.append((title, ms, [real["methods"][m][key] for m in ms]))
+    return panels
+
+
+def _chart_png(panels) -> bytes:
+    """A row of bar charts as PNG bytes: matplotlib when installed, else drawn with OpenCV."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return _chart_png_cv2(panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, names, vals) in zip(axes[0], panels):
+        v = [x if x is not None and math.isfinite(x) else 0.0 for x in vals]
+        bars = ax.bar(range(len(names)), v, color=["#d62728" if n == "hmore" else "#7f7f7f" for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _chart_png_cv2(panels) -> bytes:
+    pw, ph, top, bottom = 300, 280, 40, 50
+    img = np.full((ph, pw * len(panels), 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for p, (title, names, vals) in enumerate(panels):
+        x0 = p * pw
+        v = [x if x is not None and math.isfinite(x) else 0.0 for x in vals]
+        vmax = max(v + [1e-12])
+        cv2.putText(img, title[:40], (x0 + 5, 20), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        bw = (pw - 20) // max(len(names), 1)
+        for i, (n, x) in enumerate(zip(names, v)):
+            h = int((ph - top - bottom) * x / vmax)
+            bx = x0 + 10 + i * bw
+            col = (40, 39, 214) if n == "hmore" else (127, 127, 127)  # BGR
+            cv2.rectangle(img, (bx + 3, ph - bottom - h), (bx + bw - 3, ph - bottom), col, -1)
+            cv2.putText(img, f"{x:.3g}", (bx + 2, ph - bottom - h - 4), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+            cv2.putText(img, n[:12], (bx + 2, ph - bottom + 14 + (i % 2) * 14), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise ValueError("chart: OpenCV could not encode the PNG")
+    return buf.tobytes()
+
+
+def write_results(results: dict, out_dir: str, prefix: str = "eval") -> dict:
+    """Write ``{"synthetic": ..., "real": ...}`` to ``out_dir``, every file atomically: ``<prefix>.json`` (all of
+    it, NaN written as null), ``<prefix>_synthetic.csv`` / ``<prefix>_real.csv`` (one row per method, or per clip
+    and method), ``<prefix>.png`` (bar charts of the main metrics). Returns ``{kind: path}``."""
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out: {out_dir} exists and is not a folder")
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    p = os.path.join(out_dir, f"{prefix}.json")
+    atomic_write_json(p, _json_safe(results))
+    paths["json"] = p
+    syn = results.get("synthetic")
+    if syn:
+        keys = [k for k, _, _ in _SYN_COLUMNS]
+        rows = [[m] + [r.get(k) for k in keys] for m, r in syn["methods"].items()]
+        p = os.path.join(out_dir, f"{prefix}_synthetic.csv")
+        atomic_write_bytes(p, _csv_bytes(["method"] + keys, rows))
+        paths["csv_synthetic"] = p
+    real = results.get("real")
+    if real:
+        keys = [k for k, _, _ in _REAL_COLUMNS]
+        rows = [[c, m] + [a.get(k, real["methods"][m].get(k)) for k in keys] for c, m, a in _real_rows(real)]
+        p = os.path.join(out_dir, f"{prefix}_real.csv")
+        atomic_write_bytes(p, _csv_bytes(["clip", "method"] + keys, rows))
+        paths["csv_real"] = p
+    panels = _chart_panels(results)
+    if panels:
+        p = os.path.join(out_dir, f"{prefix}.png")
+        atomic_write_bytes(p, _chart_png(panels))
+        paths["png"] = p
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ command line
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``hmore eval`` on an argparse subparsers object; the parsed args call :func:`run_eval`."""
+    q = subparsers.add_parser(
+        "eval", help="evaluate H-MoRe beside DIS, Farneback and zero flow (synthetic ground truth, real clips)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Evaluate H-MoRe and classical optical flow on the synthetic test split (exact ground truth) "
+                    "and, with --real, on clips annotated by `hmore annotate`. Prints a table and writes "
+                    "eval.json, eval_synthetic.csv, eval_real.csv and eval.png into --out.")
+    q.add_argument("--weights", default="default",
+                   help="H-MoRe weights: 'default' (shipped with the package), 'none' (random init) or a checkpoint path")
+    q.add_argument("--pairs", type=int, default=200, help="synthetic test pairs (>= 1)")
+    q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[256, 256], help="synthetic frame size")
+    q.add_argument("--seed-base", type=int, default=0, help="first seed within the synthetic test split")
+    q.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                   help=f"methods to evaluate, from: {', '.join(METHODS)} ('gt' = the ground truth itself, a ceiling)")
+    q.add_argument("--real", nargs="+", default=None, metavar="DIR",
+                   help="annotated real clips (dataset folders or folders of them); evaluated with hmore and dis_medium "
+                        "where those are among --methods")
+    q.add_argument("--real-max-pairs", type=int, default=None, help="at most this many pairs per real clip (evenly spaced)")
+    q.add_argument("--out", default="hmore_eval", help="output folder")
+    q.add_argument("--device", default="auto", help="where H-MoRe runs: auto (cuda if available), cpu, cuda, cuda:N")
+    q.add_argument("--batch-size", type=int, default=4, help="pairs per H-MoRe call")
+    q.add_argument("--iters", type=int, default=None, help="H-MoRe refinement iterations (default: the weights' config)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=run_eval)
+    return q
+
+
+def run_eval(a) -> int:
+    """The ``hmore eval`` command: evaluate, print the table, write the files. Returns the exit status (0)."""
+    if os.path.exists(a.out) and not os.path.isdir(a.out):
+        raise ValueError(f"--out: {a.out} exists and is not a folder")
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    methods = _check_methods(a.methods, METHODS, "--methods")
+    model = None
+    if "hmore" in methods:
+        model, _ = load_model(a.weights, device)
+    results = {"synthetic": evaluate_synthetic(model, pairs=a.pairs, size=tuple(a.size), seed_base=a.seed_base,
+                                               methods=methods, device=device, batch_size=a.batch_size, iters=a.iters,
+                                               progress=not a.quiet)}
+    if a.real:
+        real_methods = tuple(m for m in REAL_METHODS if m in methods)
+        if not real_methods:
+            raise ValueError(f"--real: needs 'hmore' or 'dis_medium' among --methods, got {list(methods)}")
+        results["real"] = evaluate_real(a.real, model, methods=real_methods, device=device, batch_size=a.batch_size,
+                                        iters=a.iters, max_pairs=a.real_max_pairs, progress=not a.quiet)
+    print(format_table(results))
+    paths = write_results(results, a.out)
+    print("wrote " + ", ".join(paths.values()))
+    return 0
