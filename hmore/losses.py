@@ -319,11 +319,14 @@ class HMoReLoss(nn.Module):
                 f, mask, cfg.patch_sizes, cfg.edge_band, backend=cfg.backend)))
         add("background", cfg.w_background, over_iters(lambda f: background_loss(
             f, mask, cfg.background_dilation, backend=cfg.backend)))
+        valid = batch.get("flow_valid")
+        if cfg.epe_region == "body":  # [ours] see HMoReConfig.epe_region: the body's motion, not background zeros
+            valid = mask if valid is None else valid.bool() & mask
         if use_gt:
-            add("epe_world", cfg.w_epe, over_iters(lambda f: epe_loss(f, gt, batch.get("flow_valid"), has_flow)))
+            add("epe_world", cfg.w_epe, over_iters(lambda f: epe_loss(f, gt, valid, has_flow)))
             if batch.get("local_flow") is not None:
                 add("epe_local", cfg.w_local_epe, lambda: epe_loss(outputs["local_flow"], batch["local_flow"],
-                                                                   batch.get("flow_valid"), has_flow))
+                                                                   valid, has_flow))
         kp0, kp1, c0, c1 = (batch[k] for k in ("keypoints0", "keypoints1", "conf0", "conf1"))
         if kp0.dim() == 4:  # the subject is person 0
             kp0, kp1, c0, c1 = kp0[:, 0], kp1[:, 0], c0[:, 0], c1[:, 0]
@@ -336,5 +339,5 @@ class HMoReLoss(nn.Module):
         add("subject_map", cfg.w_subject_map, lambda: subject_map_loss(logits, mask))
         if use_gt:
             with torch.no_grad():
-                terms["epe"] = epe_loss(flows[-1].detach(), gt, batch.get("flow_valid"), has_flow)
+                terms["epe"] = epe_loss(flows[-1].detach(), gt, valid, has_flow)
         return total, terms

@@ -249,3 +249,22 @@ class TestHMoReLoss:
         b2["has_flow"] = torch.tensor([False, False])
         _, t4 = HMoReLoss(cfg)(out, b2)
         assert "epe_world" not in t4 and "epe" not in t4
+
+    def test_epe_region_body_averages_over_mask0_only(self):
+        """1 body pixel with error 5 among 4 valid pixels (errors 0): body -> 5, all -> 5/4 (hand-computed)."""
+        H, W = 2, 2
+        gt = torch.zeros(1, 2, H, W)
+        gt[0, :, 0, 0] = torch.tensor([3.0, 4.0])  # the body pixel moves; world flow is 0 off the body
+        flow = torch.zeros(1, 2, H, W)
+        mask = torch.zeros(1, 1, H, W, dtype=torch.bool)
+        mask[0, 0, 0, 0] = True
+        batch = {"mask0": mask, "world_flow": gt, "flow_valid": torch.ones(1, 1, H, W, dtype=torch.bool),
+                 "keypoints0": torch.zeros(1, 17, 2), "keypoints1": torch.zeros(1, 17, 2),
+                 "conf0": torch.zeros(1, 17), "conf1": torch.zeros(1, 17)}
+        out = {"world_flow": flow, "local_flow": flow, "subject_motion": torch.zeros(1, 2),
+               "subject_map": torch.full((1, 1, H, W), 0.5)}
+        only_epe = dict(w_skeleton=0.0, w_boundary=0.0, w_background=0.0, w_subject_motion=0.0, w_subject_map=0.0,
+                        w_local_epe=0.0)
+        _, body = HMoReLoss(HMoReConfig(epe_region="body", **only_epe))(out, batch, constraints=False)
+        _, every = HMoReLoss(HMoReConfig(epe_region="all", **only_epe))(out, batch, constraints=False)
+        assert float(body["epe"]) == pytest.approx(5.0) and float(every["epe"]) == pytest.approx(1.25)

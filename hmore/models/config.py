@@ -42,7 +42,10 @@ class HMoReConfig:
         gamma (0.8, RAFT's weighting over iterations), angle_tol_deg (15), magnitude_range (0.8, 1.2),
         intensity_weight (0.01), min_offset (0.5 px), points_per_bone (8), patch_sizes (8, 16, 32),
         edge_band (3: the band of ``flow_edges`` around the mask boundary; None = whole image),
-        background_dilation (8 px).
+        background_dilation (8 px); epe_region ("body": the supervised EPE terms average over the body
+        pixels of frame 0 (mask0) only, "all": over every pixel with ground truth; world flow is 0 off the
+        body, so "all" drowns the body's motion in background zeros and the network learns to output 0 —
+        the background term is what suppresses the background).
     """
 
     # Φ: RAFT-small
@@ -73,6 +76,7 @@ class HMoReConfig:
     w_subject_map: float = 0.5
     w_epe: float = 1.0
     w_local_epe: float = 0.5
+    epe_region: str = "body"
     gamma: float = 0.8
     angle_tol_deg: float = 15.0
     magnitude_range: tuple = (0.8, 1.2)
@@ -128,6 +132,8 @@ class HMoReConfig:
                      "w_local_epe", "intensity_weight", "min_offset"):
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "a finite number >= 0")
+        if self.epe_region not in ("body", "all"):
+            bad("epe_region", "'body' or 'all'")
         if not is_num(self.gamma) or not 0 < self.gamma <= 1:
             bad("gamma", "a number in (0, 1]")
         if not is_num(self.angle_tol_deg) or not 0 <= self.angle_tol_deg < 180:
