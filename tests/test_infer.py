@@ -212,7 +212,7 @@ def test_infer_kitti_and_output_errors(tmp_path):
 def test_default_weights_load_and_are_checked(tmp_path):
     m = get_model("hmore", weights="default")
     path, man = default_weights()
-    assert path == DEFAULT_WEIGHTS and man["config"] == m.config.to_dict()
+    assert path == DEFAULT_WEIGHTS and HMoReConfig.from_dict(man["config"], "manifest") == m.config
     assert os.path.getsize(path) <= 25 * 2**20 and man["parameters"] == sum(p.numel() for p in m.parameters())
     # the file loads with weights_only=True (no pickled code) and holds no optimizer state
     ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -282,3 +282,29 @@ def test_every_option_has_help():
                for a in sp._actions if not isinstance(a, argparse._HelpAction) and not a.help]
     assert not missing, missing
     assert {"demo", "infer", "annotate", "synth", "panel", "train"} <= set(subs.choices)
+
+
+def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
+    """`hmore demo` at toy sizes: every promised file is written and the summary printed."""
+    import hmore.demo as demo
+    from hmore.data.annotate import bundled_clip, mediapipe_available
+
+    monkeypatch.setattr(demo, "DEMO_SIZE", (64, 64))
+    monkeypatch.setattr(demo, "DEMO_FRAMES", 3)
+    ck = tmp_path / "tiny.pt"
+    torch.save({"model": tiny_model().state_dict(), "config": tiny_model().config.to_dict()}, ck)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--weights", str(ck), "--pairs", "2", "--real-frames", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for f in ("synthetic/panel.png", "synthetic/infer/panels.mp4", "synthetic/infer/world/000001.flo",
+              "evaluation.json", "evaluation_synthetic.csv", "evaluation.png"):
+        assert (out / f).is_file(), f
+    panel = cv2.imread(str(out / "synthetic" / "panel.png"))
+    assert panel.shape == (128, 256, 3)  # prediction over ground truth, 4 tiles of 64x64
+    ev = json.loads((out / "evaluation.json").read_text())
+    assert set(ev["synthetic"]["methods"]) == {"hmore", "dis_medium", "zero"}
+    assert "dis_medium" in printed and "pairs/s" in printed
+    if bundled_clip() is not None:
+        assert (out / "real" / "panel.png").is_file() and (out / "real" / "infer" / "panels.mp4").is_file()
+        if mediapipe_available() is None:
+            assert "real" in ev and (out / "evaluation_real.csv").is_file()
