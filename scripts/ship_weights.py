@@ -24,8 +24,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from hmore.data._io import atomic_write_bytes, atomic_write_json, read_json  # noqa: E402
-from hmore.models.hmore import DEFAULT_WEIGHTS, _sha256  # noqa: E402
+from hmore.data._io import atomic_write_bytes, atomic_write_json, read_json, sha256_file  # noqa: E402
+from hmore.models.hmore import DEFAULT_WEIGHTS  # noqa: E402
 
 MAX_BYTES = 25 * 2**20
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         os.replace(os.path.join(train_dir, name + ".tmp"), os.path.join(train_dir, name))
     machine = a.machine or (torch.cuda.get_device_name(0) if torch.cuda.is_available() else
                             f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores")
-    man = {"file": os.path.basename(a.out), "sha256": _sha256(a.out), "bytes": os.path.getsize(a.out),
+    man = {"file": os.path.basename(a.out), "sha256": sha256_file(a.out), "bytes": os.path.getsize(a.out),
            "parameters": sum(v.numel() for v in state.values()), "config": ck["config"],
            "trained": {"step": int(ck["step"]), "of_steps": run_cfg["steps"], "run_config": run_cfg,
                        "machine": machine, "torch": torch.__version__,

@@ -146,3 +146,14 @@ def native_stderr_redirected(path: str = os.devnull):
                 sys.stderr = old_stderr
             os.close(saved)
             os.close(target)
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -23,7 +23,6 @@ checkpoint) and meta.json is written last, when the whole run is done.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -31,7 +30,8 @@ import warnings
 
 import numpy as np
 
-from ._io import atomic_write_json, is_temp_name, native_stderr_redirected, read_json, read_png, write_png
+from ._io import (atomic_write_json, is_temp_name, native_stderr_redirected, read_json, read_png, sha256_file,
+                  write_png)
 from .format import NUM_JOINTS, frame_path, make_keypoints_json, make_meta, mask_path
 
 __all__ = ["annotate_video", "VideoError", "open_video", "bundled_clip", "mediapipe_available"]
@@ -87,14 +87,6 @@ def open_video(path: str):
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     return cap, n, fps
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Progress:
@@ -229,7 +221,7 @@ def _annotate_video(video, out, *, max_frames, resume, segment_length, mask_sour
         settings = {"annotator": "hmore annotate", "mediapipe": MEDIAPIPE_VERSION, "pose_model_complexity": 1,
                     "mask_source": mask_source, "selfie_model_selection": 0 if mask_source == "selfie" else None,
                     "mask_threshold": 0.5, "segment_length": segment_length, "static_image_mode": bool(static),
-                    "video": os.path.abspath(video), "video_sha256": _sha256(video)}
+                    "video": os.path.abspath(video), "video_sha256": sha256_file(video)}
         kpath = os.path.join(out, "keypoints.json")
         done_frames: list[dict] = []
         if os.path.isdir(out) and os.listdir(out):

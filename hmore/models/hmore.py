@@ -101,16 +101,6 @@ class HMoRe(nn.Module):
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights", "hmore_default.pt")
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_weights(path: str = DEFAULT_WEIGHTS) -> tuple[str, dict]:
     """The shipped weights file and its manifest (``<file>.json``), after checking the file's size and
     SHA-256 against the manifest: ``(path, manifest)``. A missing, truncated or replaced file is a
@@ -131,7 +121,9 @@ def default_weights(path: str = DEFAULT_WEIGHTS) -> tuple[str, dict]:
     size = os.path.getsize(path)
     if size != want_size:
         raise ValueError(f"{path}: {size} bytes, the manifest records {want_size} (truncated or replaced)")
-    if _sha256(path) != want_sha:
+    from ..data._io import sha256_file
+
+    if sha256_file(path) != want_sha:
         raise ValueError(f"{path}: SHA-256 differs from the one its manifest records (corrupted or replaced)")
     return path, man
 
