@@ -101,7 +101,7 @@ setup(
         "test": ["pytest", "scipy", "scikit-image", "opencv-python-headless"],
     },
     # the NVRTC stand-ins for the C/C++ library headers (files without a .py suffix)
-    package_data={"hmore_kernels.cupy": ["rtc/*"]},
+    package_data={"hmore_kernels.cupy": ["rtc/*"], "hmore": ["weights/*.pt", "weights/*.json"]},
     entry_points={"console_scripts": ["hmore=hmore.cli:main"]},
     ext_modules=extensions(),
     cmdclass=cmdclass(),
