@@ -775,7 +775,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--out", default="hmore_eval", help="output folder")
     q.add_argument("--device", default="auto", help="where H-MoRe runs: auto (cuda if available), cpu, cuda, cuda:N")
     q.add_argument("--batch-size", type=int, default=4, help="pairs per H-MoRe call")
-    q.add_argument("--iters", type=int, default=None, help="H-MoRe refinement iterations (default: the weights' config)")
+    q.add_argument("--iters", type=int, default=None, help="H-MoRe refinement iterations (None: the weights' config)")
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(func=run_eval)
     return q
