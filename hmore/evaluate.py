@@ -306,6 +306,9 @@ def load_model(weights="default", device="cpu", **overrides):
             raise ValueError(f"weights: the shipped weights ('default') are not available in this install ({e}); "
                              "pass a checkpoint path (e.g. runs/x/checkpoints/step_*.pt) or 'none'") from None
         info["weights"] = "default"
+        from .models import default_weights
+
+        info["step"] = default_weights()[1].get("trained", {}).get("step")  # the manifest records it
     elif isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         if not os.path.isfile(path):
