@@ -73,7 +73,7 @@ def _clip_folder(path: str, clip: str | None) -> str:
             raise ValueError(f"--clip {clip}: {path} is a single clip, not a folder of clips")
         return path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: no such dataset folder")
+        raise FileNotFoundError(f"{path}: dataset folder not found")
     clips = sorted(d for d in os.listdir(path) if os.path.isfile(os.path.join(path, d, "meta.json")))
     if not clips:
         raise ValueError(f"{path}: neither a dataset folder (no meta.json) nor a folder of them")
