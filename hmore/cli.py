@@ -18,15 +18,9 @@ import sys
 
 
 def _out_dir(path: str, flag: str = "--out") -> str:
-    """An output folder that may exist: a clear error when it (or its parent) is a file."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: exists and is a file; expected a folder")
-    parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
-    if parent and not os.path.isdir(parent):
-        raise ValueError(f"{flag} {path}: {parent} is a file, so the folder cannot be made")
-    return path
+    from hmore.data._io import check_out_dir
+
+    return check_out_dir(path, flag)
 
 
 def _out_file(path: str, flag: str = "--out") -> str:
@@ -236,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
     q.add_argument("--kitti", action="store_true", help="write flows as KITTI 16-bit PNG instead of .flo")
     q.add_argument("--max-flow", type=float, default=None,
-                   help="flow radius drawn fully saturated (default: from the first batch, fixed for the run)")
+                   help="flow radius drawn fully saturated (default: from the first pair, fixed for the run)")
     q.add_argument("--no-video", action="store_true", help="skip panels.mp4")
     q.add_argument("--overwrite", action="store_true", help="start again in a folder holding another run")
     q.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -64,7 +64,7 @@ import torch
 
 import hmore_kernels as hk
 
-from .data._io import atomic_write_bytes, atomic_write_json
+from .data._io import atomic_write_bytes, atomic_write_json, check_out_dir
 
 __all__ = [
     "DEFAULT_METHODS", "METHODS", "REAL_METHODS", "FARNEBACK_PARAMS", "LEAKAGE_DILATION", "EDGE_THRESHOLD",
@@ -726,8 +726,7 @@ def write_results(results: dict, out_dir: str, prefix: str = "eval") -> dict:
     it, NaN written as null), ``<prefix>_synthetic.csv`` / ``<prefix>_real.csv`` (one row per method, or per clip
     and method), ``<prefix>.png`` (bar charts of the main metrics). Returns ``{kind: path}``."""
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out: {out_dir} exists and is not a folder")
+    check_out_dir(out_dir, "out")
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     p = os.path.join(out_dir, f"{prefix}.json")
@@ -786,8 +785,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_eval(a) -> int:
     """The ``hmore eval`` command: evaluate, print the table, write the files. Returns the exit status (0)."""
-    if os.path.exists(a.out) and not os.path.isdir(a.out):
-        raise ValueError(f"--out: {a.out} exists and is not a folder")
+    check_out_dir(a.out, "--out")
     device = a.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

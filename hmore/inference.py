@@ -79,7 +79,9 @@ class FrameSource:
             self.kind, self.name, self.files = "images", inputs[0], inputs
         if self.max_frames is not None and self.files:
             self.files = self.files[:self.max_frames]
-        first = next(iter(self._frames()), None)
+        frames = self._frames()
+        first = next(frames, None)
+        frames.close()  # releases the video decoder now, not at garbage collection
         if first is None:
             raise ValueError(f"{self.name}: contains no frames (empty or not a video OpenCV can decode)")
         self.height, self.width = first.shape[:2]
@@ -284,14 +286,6 @@ def _pair_files(out: str, t: int, kitti: bool) -> list[str]:
             os.path.join(out, "subject_map", f"{t:06d}.png")]
 
 
-def _check_out(out: str) -> None:
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out}: exists and is a file, not a folder")
-    parent = os.path.dirname(os.path.abspath(out))
-    if os.path.exists(parent) and not os.path.isdir(parent):
-        raise ValueError(f"--out {out}: its parent {parent} is a file")
-
-
 def infer_to_folder(inputs, out: str, weights="default", *, model=None, device="auto", dtype="auto",
                     iters: int | None = None, batch_size: int = 4, compile: bool = False,
                     max_frames: int | None = None, kitti: bool = False, max_flow: float | None = None,
@@ -299,18 +293,18 @@ def infer_to_folder(inputs, out: str, weights="default", *, model=None, device="
     """``hmore infer``: run :func:`infer` and write its results to ``out`` (layout in the module doc).
 
     ``max_flow``: the flow radius drawn fully saturated in every colour image and panel (None: 1.5x the
-    99th percentile of |world flow| of the first batch, fixed for the run so colours compare over time).
+    99th percentile of |world flow| of the first pair, fixed for the run so colours compare over time).
     ``overwrite``: start again in a folder that holds another run (else that is an error; the same run
     resumes). Returns the summary written to ``infer.json`` (pairs, seconds, pairs_per_s, ...)."""
     from tqdm import tqdm
 
-    from .data._io import atomic_write_bytes, atomic_write_json, encode_png, read_json
+    from .data._io import atomic_write_bytes, atomic_write_json, check_out_dir, encode_png, read_json
     from .data.flow_io import write_flo, write_kitti_png
     from .data.viz import PanelWriter, flow_to_color
     from .models import MIN_SIZE
 
     out = os.fspath(out)
-    _check_out(out)
+    check_out_dir(out, "--out")
     if max_flow is not None and not (np.isfinite(max_flow) and max_flow > 0):
         raise ValueError(f"max_flow: expected a positive number, got {max_flow!r}")
     source = FrameSource(inputs, max_frames=max_frames, min_size=MIN_SIZE)

@@ -247,7 +247,7 @@ def test_bad_real_and_command_arguments_are_named(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
     a, _ = _args(out=f, methods=["zero"], pairs=1, quiet=True)
-    with pytest.raises(ValueError, match=r"^--out: .*not a folder"):
+    with pytest.raises(ValueError, match=r"^--out .*exists and is a file; expected a folder"):
         a.func(a)
     a, _ = _args(out=tmp_path / "o", methods=["zero", "sift"], pairs=1, quiet=True)
     with pytest.raises(ValueError, match=r"^--methods: unknown method 'sift'"):

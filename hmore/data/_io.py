@@ -157,3 +157,17 @@ def sha256_file(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_out_dir(path: str, name: str = "--out") -> str:
+    """An output folder that may not exist yet: ``ValueError`` naming ``name`` when ``path``, or the
+    nearest ancestor that exists, is a file (instead of ``[Errno 17]``/``[Errno 20]`` mid-run)."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path}: exists and is a file; expected a folder")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{name} {path}: {parent} is a file, so the folder cannot be made")
+    return path
