@@ -65,6 +65,7 @@ import torch
 import hmore_kernels as hk
 
 from .data._io import atomic_write_bytes, atomic_write_json, check_out_dir
+from .models.classical import DIS_PRESETS as _DIS_PRESETS, FARNEBACK_PARAMS, classical_flow, gray_u8 as _gray_u8
 
 __all__ = [
     "DEFAULT_METHODS", "METHODS", "REAL_METHODS", "FARNEBACK_PARAMS", "LEAKAGE_DILATION", "EDGE_THRESHOLD",
@@ -79,13 +80,6 @@ DEFAULT_METHODS = ("hmore", "dis_ultrafast", "dis_fast", "dis_medium", "farnebac
 # the boundary F-score that exact flow reaches under the edge threshold), useful to read the others against
 METHODS = DEFAULT_METHODS + ("gt",)
 REAL_METHODS = ("hmore", "dis_medium")
-_DIS_PRESETS = {
-    "dis_ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "dis_fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "dis_medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-FARNEBACK_PARAMS = {"pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3, "poly_n": 5, "poly_sigma": 1.2,
-                    "flags": 0}
 LEAKAGE_DILATION = 5  # px
 EDGE_THRESHOLD = 0.5  # px/px of normalised-Sobel flow gradient: a 1 px flow step is just an edge
 BOUNDARY_TOLERANCE = 2.0  # px
@@ -212,27 +206,6 @@ def _check_methods(methods, allowed, name="methods") -> tuple[str, ...]:
     if len(set(methods)) != len(methods):
         raise ValueError(f"{name}: a method is listed twice in {list(methods)}")
     return tuple(methods)
-
-
-def _gray_u8(frames: torch.Tensor) -> list[np.ndarray]:
-    """``[B, 3, H, W]`` float RGB in [0, 1] (or uint8) -> list of ``[H, W]`` uint8 grayscale (OpenCV BT.601)."""
-    if frames.dtype != torch.uint8:
-        frames = (frames.float() * 255.0).round().clamp(0, 255).to(torch.uint8)
-    rgb = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    return [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in rgb]
-
-
-def classical_flow(method: str, gray0: np.ndarray, gray1: np.ndarray, dis=None) -> np.ndarray:
-    """Flow ``[H, W, 2]`` float32 (x, y px, frame 0 -> 1) of a classical method on grayscale uint8 ``[H, W]``.
-
-    method: "dis_ultrafast" / "dis_fast" / "dis_medium" (``cv2.DISOpticalFlow``; pass a created object as
-    ``dis`` to reuse it) or "farneback" (:data:`FARNEBACK_PARAMS`)."""
-    if method == "farneback":
-        return cv2.calcOpticalFlowFarneback(gray0, gray1, None, **FARNEBACK_PARAMS)
-    if method not in _DIS_PRESETS:
-        raise ValueError(f"method: not a classical method {method!r}; available: farneback, {', '.join(_DIS_PRESETS)}")
-    dis = dis if dis is not None else cv2.DISOpticalFlow_create(_DIS_PRESETS[method])
-    return dis.calc(gray0, gray1, None)
 
 
 class _Runner:

@@ -272,7 +272,12 @@ class HMoReLoss(nn.Module):
 
     ``forward(outputs, batch, constraints=True)``: ``outputs`` as the model returns them in training mode;
     ``batch`` a dict with ``mask0 [B, 1, H, W]``, ``keypoints0/1 [B, P, 17, 2]``, ``conf0/1 [B, P, 17]``,
-    and optionally ``has_flow [B]``, ``world_flow``, ``local_flow [B, 2, H, W]``, ``flow_valid``.
+    and optionally ``has_flow [B]``, ``world_flow``, ``local_flow [B, 2, H, W]``, ``flow_valid``,
+    ``full_flow [B, 2, H, W]`` and ``full_valid [B, 1, H, W]`` (the whole scene's exact flow, for
+    ``flow_target="full"``: the ``epe_full`` term over Φ's iterations), ``subject_motion [B, 2]`` (exact v_s,
+    used instead of the keypoints' torso offset where ``has_flow``).
+    With ``flow_target="full"`` the world-flow terms (skeleton, boundary, background, world EPE) apply to
+    the final world flow only (``full_flow x subject_map``; there is none per iteration).
     ``constraints=False`` turns the skeleton and boundary terms off (the synthetic warm-up stage).
     Returns ``(total, terms)``, ``terms`` a dict of detached scalars: every computed term before its
     weight (after the iteration sum), plus ``epe`` (final-iteration end-point error, a metric).
@@ -286,8 +291,12 @@ class HMoReLoss(nn.Module):
 
     def forward(self, outputs: dict, batch: dict, constraints: bool = True):
         cfg = self.cfg
-        flows = outputs.get("world_flow_iters") or [outputs["world_flow"]]
-        wts = iteration_weights(len(flows), cfg.gamma)
+        full = cfg.flow_target == "full"
+        if full:  # Φ's iterations are full flows; the world flow exists only at the end (full x subject map)
+            seq = outputs.get("full_flow_iters") or [outputs["full_flow"]]
+            flows = [outputs["world_flow"]]
+        else:
+            seq = flows = outputs.get("world_flow_iters") or [outputs["world_flow"]]
         mask = batch["mask0"]
         mask = mask if mask.dtype == torch.bool else mask > 0.5
         terms: dict[str, torch.Tensor] = {}
@@ -304,8 +313,9 @@ class HMoReLoss(nn.Module):
             terms[name] = value.detach()
             total = total + weight * value
 
-        def over_iters(fn):
-            return lambda: sum(w * fn(f) for w, f in zip(wts, flows))
+        def over_iters(fn, fl=flows):
+            w = iteration_weights(len(fl), cfg.gamma)
+            return lambda: sum(wi * fn(f) for wi, f in zip(w, fl))
 
         if constraints and cfg.w_skeleton:
             with torch.no_grad():
@@ -322,6 +332,11 @@ class HMoReLoss(nn.Module):
         valid = batch.get("flow_valid")
         if cfg.epe_region == "body":  # [ours] see HMoReConfig.epe_region: the body's motion, not background zeros
             valid = mask if valid is None else valid.bool() & mask
+        gt_full = batch.get("full_flow")
+        if full and gt_full is not None and (has_flow is None or bool(has_flow.any())):
+            # [ours] dense supervision: every pixel with exact flow, the scene's motion included
+            add("epe_full", cfg.w_epe_full, over_iters(lambda f: epe_loss(f, gt_full, batch.get("full_valid"), has_flow),
+                                                        seq))
         if use_gt:
             add("epe_world", cfg.w_epe, over_iters(lambda f: epe_loss(f, gt, valid, has_flow)))
             if batch.get("local_flow") is not None:
@@ -331,6 +346,11 @@ class HMoReLoss(nn.Module):
         if kp0.dim() == 4:  # the subject is person 0
             kp0, kp1, c0, c1 = kp0[:, 0], kp1[:, 0], c0[:, 0], c1[:, 0]
         vs, vs_valid = subject_motion_target(kp0, kp1, c0, c1)
+        if batch.get("subject_motion") is not None and has_flow is not None:
+            # samples with exact ground truth (synthetic, photo composites) carry their exact v_s
+            sm = batch["subject_motion"].to(vs.dtype)
+            vs = torch.where(has_flow.view(-1, 1), sm, vs)
+            vs_valid = vs_valid | has_flow.bool()
         add("subject_motion", cfg.w_subject_motion, lambda: subject_motion_loss(outputs["subject_motion"], vs, vs_valid))
         logits = outputs.get("subject_map_logits")
         if logits is None:  # eval-mode outputs: recover logits from the probabilities

@@ -37,11 +37,18 @@ from .models.config import HMoReConfig, config_from_dict, unknown_key_error
 __all__ = ["TrainConfig", "load_config", "train", "TrainingDiverged", "find_checkpoints", "latest_checkpoint",
            "atomic_save", "LOG_COLUMNS"]
 
-TERMS = ("skeleton", "boundary", "background", "epe_world", "epe_local", "subject_motion", "subject_map", "epe")
-LOG_COLUMNS = ("step", "loss") + TERMS + ("stage", "lr", "grad_norm", "pairs_per_s", "seconds")
+TERMS = ("skeleton", "boundary", "background", "epe_full", "epe_world", "epe_local", "subject_motion", "subject_map", "epe")
+# the validation pass (TrainConfig.val_every): per val set, body world-flow EPE (px), background leakage (px)
+# and the subject map's IoU with the true mask, pooled over the set (hmore.evaluate's definitions)
+VAL_SETS = ("synthetic", "photos")
+VAL_METRICS = ("epe", "leakage", "iou")
+VAL_COLUMNS = tuple(f"val_{s}_{m}" for s in VAL_SETS for m in VAL_METRICS)
+LOG_COLUMNS = (("step", "loss") + TERMS + ("stage", "lr", "grad_norm", "pairs_per_s", "seconds", "cpu_seconds")
+               + VAL_COLUMNS)
 CHECKPOINT_FORMAT = "hmore-checkpoint-v1"
 # keys that may differ between a run and its resumption (they do not change what the run computes)
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "num_workers", "quiet", "tensorboard", "log_every")
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "num_workers", "quiet", "tensorboard", "log_every",
+                     "val_every", "val_pairs", "budget_cpu_seconds")
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,8 +62,17 @@ class TrainConfig:
     out: run folder (log.csv, checkpoints/, tb/, config.json).
     steps (2000), batch_size (4; per process under DDP), crop ((128, 128): training size; synthetic pairs
         are rendered at it), seed (0: model init and data).
-    warmup_steps (500): stage 1 length (synthetic only, no skeleton/boundary terms); 0 skips it.
-    data: stage-2 sources, a list of ``{"source": "synthetic" | FOLDER, "weight": w}``.
+    warmup_steps (500): stage 1 length (no skeleton/boundary terms); 0 skips it.
+    warmup_data: stage-1 sources (default synthetic only), as ``data``.
+    data: stage-2 sources, a list of ``{"source": "synthetic" | "photos" | FOLDER, "weight": w}``.
+    prior: :class:`hmore.data.mix.PriorPolicy` fields (how each sample's person prior is made), used when
+        ``model.person_prior`` is on.
+    val_every (0: off): a validation pass every that many steps (and at the last step) on ``val_pairs`` (16)
+        pairs of each val set (synthetic val split; photo composites of role "val", never the test photos) at
+        the crop size: ``val_<set>_epe|leakage|iou`` in log.csv and TensorBoard.
+    budget_cpu_seconds (0: off): stop, with a checkpoint, once the training process has used this much CPU
+        time (carried across resumptions; ``cpu_seconds`` in log.csv): recipes compared at an equal budget on a
+        shared machine, where wall time also counts the other processes' load.
     synthetic: SyntheticConfig overrides (e.g. ``{"max_speed": 6.0}``).
     lr (4e-4), weight_decay (1e-4), lr_warmup (100 steps of linear ramp), lr_decay (0.1: the factor the
         learning rate decays by, exponentially, over ``steps``), grad_clip (1.0).
@@ -73,8 +89,13 @@ class TrainConfig:
     crop: tuple = (128, 128)
     seed: int = 0
     warmup_steps: int = 500
+    warmup_data: list = field(default_factory=lambda: [{"source": "synthetic", "weight": 1.0}])
     data: list = field(default_factory=lambda: [{"source": "synthetic", "weight": 1.0}])
     synthetic: dict = field(default_factory=dict)
+    prior: dict = field(default_factory=dict)
+    val_every: int = 0
+    val_pairs: int = 16
+    budget_cpu_seconds: float = 0.0
     lr: float = 4e-4
     weight_decay: float = 1e-4
     lr_warmup: int = 100
@@ -108,12 +129,13 @@ class TrainConfig:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
         for name, lo in (("steps", 1), ("batch_size", 1), ("checkpoint_every", 1), ("keep_checkpoints", 1),
-                         ("log_every", 1), ("warmup_steps", 0), ("lr_warmup", 0), ("num_workers", 0), ("seed", 0)):
+                         ("log_every", 1), ("warmup_steps", 0), ("lr_warmup", 0), ("num_workers", 0), ("seed", 0),
+                         ("val_every", 0), ("val_pairs", 1)):
             if not is_int(getattr(self, name)) or getattr(self, name) < lo:
                 bad(name, f"an int >= {lo}")
         if not (isinstance(self.crop, tuple) and len(self.crop) == 2 and all(is_int(v) and v >= 64 for v in self.crop)):
             bad("crop", "(height, width), ints >= 64")
-        for name in ("lr", "weight_decay", "grad_clip"):
+        for name in ("lr", "weight_decay", "grad_clip", "budget_cpu_seconds"):
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "a finite number >= 0")
         if not is_num(self.lr_decay) or not 0 < self.lr_decay <= 1:
@@ -127,7 +149,15 @@ class TrainConfig:
                 bad(name, "true or false")
         if not isinstance(self.synthetic, dict):
             bad("synthetic", "a table of SyntheticConfig fields")
+        if not isinstance(self.prior, dict):
+            bad("prior", "a table of PriorPolicy fields (segmenter, corrupt)")
+        self.prior_policy()  # validates the prior table
         self.model_config()  # validates the model table (unknown keys, values)
+
+    def prior_policy(self):
+        from .data.mix import PriorPolicy
+
+        return config_from_dict(PriorPolicy, dict(self.prior), "config prior")
 
     def model_config(self) -> HMoReConfig:
         return config_from_dict(HMoReConfig, dict(self.model), "config model")
@@ -154,7 +184,7 @@ def _set_dotted(d: dict, key: str, value, where: str):
         raise unknown_key_error(parts[0], top, where)
     if len(parts) == 1:
         d[parts[0]] = value
-    elif len(parts) == 2 and parts[0] in ("model", "synthetic"):
+    elif len(parts) == 2 and parts[0] in ("model", "synthetic", "prior"):
         d.setdefault(parts[0], {})
         if parts[0] == "model":
             names = {f.name for f in dataclasses.fields(HMoReConfig)}
@@ -162,7 +192,7 @@ def _set_dotted(d: dict, key: str, value, where: str):
                 raise unknown_key_error(parts[1], names, f"{where} model")
         d[parts[0]] = {**d[parts[0]], parts[1]: value}
     else:
-        raise ValueError(f"{where}: cannot set {key!r} (only model.<field> and synthetic.<field> are nested)")
+        raise ValueError(f"{where}: cannot set {key!r} (only model.<field>, synthetic.<field> and prior.<field> are nested)")
 
 
 def read_config_file(path: str) -> dict:
@@ -187,7 +217,7 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Train
     if path:
         raw = read_config_file(path)
         for k, v in raw.items():
-            if isinstance(v, dict) and k in ("model", "synthetic"):
+            if isinstance(v, dict) and k in ("model", "synthetic", "prior"):
                 for kk, vv in v.items():
                     _set_dotted(d, f"{k}.{kk}", vv, path)
             else:
@@ -350,7 +380,9 @@ def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
 def _loader(cfg: TrainConfig, sources, start_step: int, rank: int, world: int, device):
     from .data.mix import MixedPairs, StepSampler
 
-    ds = MixedPairs(sources, crop=cfg.crop, seed=cfg.seed, synthetic=cfg.synthetic)
+    mcfg = cfg.model_config()
+    ds = MixedPairs(sources, crop=cfg.crop, seed=cfg.seed, synthetic=cfg.synthetic,
+                    prior=cfg.prior_policy() if mcfg.person_prior else None, flow_init=mcfg.flow_init)
     g = torch.Generator()
     g.manual_seed(cfg.seed)
     return torch.utils.data.DataLoader(
@@ -358,6 +390,76 @@ def _loader(cfg: TrainConfig, sources, start_step: int, rank: int, world: int, d
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda", generator=g,
         persistent_workers=cfg.num_workers > 0, prefetch_factor=2 if cfg.num_workers > 0 else None,
     )
+
+
+def model_inputs(batch: dict, mcfg: HMoReConfig) -> dict:
+    """The keyword inputs of ``HMoRe.forward`` a batch carries beyond the frames (the person prior and
+    the classical start, when the model takes them)."""
+    kw = {}
+    if mcfg.person_prior and "prior0" in batch:
+        kw.update(prior=batch["prior0"], prior_valid=batch.get("prior_valid"))
+    if mcfg.flow_init != "none" and "flow_init" in batch:
+        kw["flow_init"] = batch["flow_init"]
+    return kw
+
+
+def validation_sets(cfg: TrainConfig, mcfg: HMoReConfig) -> dict:
+    """The fixed val batches of a run: ``{set name: batch dict}`` with ``frame0/1``, ``mask0``, ``world_flow``,
+    ``flow_valid`` and, for a person-prior model, ``prior0`` from the segmenter a user runs at inference.
+    Synthetic: the generator's val split (seeds disjoint from training and test) with the run's synthetic
+    overrides (photo textures from the "val" photos); photos: :class:`hmore.data.photos.PhotoPairs` of role
+    "val" (photos set aside from training; never the held-out test photos)."""
+    from .data.photos import PhotoPairs
+    from .data.synthetic import SyntheticConfig, SyntheticPairs
+
+    H, W = cfg.crop
+    syn = dict(cfg.synthetic)
+    if "photo_role" in {f.name for f in dataclasses.fields(SyntheticConfig)}:
+        syn["photo_role"] = "val"
+    sets = {"synthetic": SyntheticPairs("val", cfg.val_pairs, SyntheticConfig(height=H, width=W, **syn)),
+            "photos": PhotoPairs("val", cfg.val_pairs, H, W)}
+    out = {}
+    for name, ds in sets.items():
+        items = [ds[i] for i in range(len(ds))]
+        b = {k: torch.stack([it[k] for it in items]) for k in ("frame0", "frame1", "mask0", "world_flow", "flow_valid")}
+        if mcfg.person_prior:
+            from .data.segment import batch_person_prior
+
+            b["prior0"] = batch_person_prior(b["frame0"])
+        out[name] = b
+    return out
+
+
+@torch.no_grad()
+def validate(model, sets: dict, device, batch_size: int = 8) -> dict:
+    """``{"val_<set>_epe" | "_leakage" | "_iou": value}`` of ``model`` (switched to eval mode and back) on
+    :func:`validation_sets`' batches: body world-flow EPE and background leakage as ``hmore eval`` defines
+    them, and the IoU of ``subject_map > 0.5`` with ``mask0``, each pooled over the set."""
+    from .evaluate import body_flow_counts, leakage_counts
+
+    was = model.training
+    model.eval()
+    res = {}
+    try:
+        for name, b in sets.items():
+            e = n = leak = nl = inter = union = 0.0
+            N = b["frame0"].shape[0]
+            for i in range(0, N, batch_size):
+                sl = {k: v[i:i + batch_size].to(device) for k, v in b.items()}
+                kw = {"prior": sl["prior0"]} if "prior0" in sl else {}
+                o = model(sl["frame0"], sl["frame1"], **kw)
+                c = body_flow_counts(o["world_flow"].float(), sl["world_flow"], sl["flow_valid"] & sl["mask0"])
+                e, n = e + c["epe_sum"], n + c["pixels"]
+                ls, lp = leakage_counts(o["world_flow"].float(), sl["mask0"])
+                leak, nl = leak + ls, nl + lp
+                pm, tm = o["subject_map"] > 0.5, sl["mask0"].bool()
+                inter, union = inter + float((pm & tm).sum()), union + float((pm | tm).sum())
+            res[f"val_{name}_epe"] = e / max(n, 1)
+            res[f"val_{name}_leakage"] = leak / max(nl, 1)
+            res[f"val_{name}_iou"] = inter / union if union else 1.0
+    finally:
+        model.train(was)
+    return res
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) -> dict:
@@ -402,6 +504,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
     from .data.mix import parse_sources
 
     stage2_sources = parse_sources(cfg.data)  # checks the folders before any work starts
+    stage1_sources = parse_sources(cfg.warmup_data)
 
     if distributed:
         import torch.distributed as dist
@@ -455,6 +558,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
             "format": CHECKPOINT_FORMAT, "step": step_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(device), "config": mcfg.to_dict(),
             "train_config": cfg.to_dict(), "commit": _git_commit(), "versions": _versions(), "time": time.time(),
+            "cpu_seconds": cpu_base + time.process_time() - cpu_t0,
         }, path)
         for _, old in find_checkpoints(out)[cfg.keep_checkpoints:]:
             try:
@@ -471,10 +575,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
         bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
 
     last = {"step": step, "loss": float("nan"), "checkpoint": resume_from[1] if resume_from else None, "out": out}
+    # the training process's CPU time, carried across resumptions: the fair budget on a shared machine
+    # (wall time counts other processes' load); the validation pass is included
+    cpu_base = float(resume_from[2].get("cpu_seconds", 0.0)) if resume_from else 0.0
+    cpu_t0 = time.process_time()
+    val_sets = None
     t_last = time.perf_counter()
     model.train()
     try:
-        for stage, stage_end, sources in (("warmup", min(cfg.warmup_steps, cfg.steps), [{"source": "synthetic", "weight": 1.0}]),
+        for stage, stage_end, sources in (("warmup", min(cfg.warmup_steps, cfg.steps), stage1_sources),
                                           ("main", cfg.steps, stage2_sources)):
             if step >= stage_end:
                 continue
@@ -485,7 +594,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                 if cfg.channels_last:
                     im1, im2 = im1.contiguous(memory_format=torch.channels_last), im2.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    outputs = fwd(im1, im2)
+                    outputs = fwd(im1, im2, **model_inputs(batch, mcfg))
                 total, terms = loss_fn(outputs, batch, constraints=stage == "main")
                 # one device-to-host sync for every term together; names are looked up only on failure
                 checked = (("loss", total), *terms.items())
@@ -510,6 +619,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                 opt.step()
                 sched.step()
                 step += 1
+                over = bool(cfg.budget_cpu_seconds) and cpu_base + time.process_time() - cpu_t0 >= cfg.budget_cpu_seconds
+                if distributed and cfg.budget_cpu_seconds:  # rank 0's clock decides, every rank stops together
+                    flag = torch.tensor([float(over)], device=device)
+                    torch.distributed.broadcast(flag, 0)
+                    over = bool(flag.item())
                 now = time.perf_counter()
                 pairs_s = cfg.batch_size * world / max(now - t_last, 1e-9)
                 t_last = now
@@ -525,8 +639,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                     vals = {k: float(v) for k, v in terms.items()}
                     row = {"step": step, "loss": _fmt(total.item()), **{k: _fmt(v) for k, v in vals.items()}, "stage": stage,
                            "lr": _fmt(opt.param_groups[0]["lr"]), "grad_norm": _fmt(float(gnorm)),
-                           "pairs_per_s": f"{pairs_s:.3f}", "seconds": f"{time.time():.3f}"}
-                    if step % cfg.log_every == 0 or step == cfg.steps:
+                           "pairs_per_s": f"{pairs_s:.3f}", "seconds": f"{time.time():.3f}",
+                           "cpu_seconds": f"{cpu_base + time.process_time() - cpu_t0:.3f}"}
+                    if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
+                        if val_sets is None:
+                            val_sets = validation_sets(cfg, mcfg)
+                        vres = validate(model, val_sets, device)
+                        row.update({k: _fmt(v) for k, v in vres.items()})
+                        if tb is not None:
+                            for k, v in vres.items():
+                                tb.add_scalar(k.replace("val_", "val/", 1), v, step)
+                        say(f"step {step}: " + " ".join(f"{k[4:]}={v:.3f}" for k, v in vres.items()))
+                    if step % cfg.log_every == 0 or step == cfg.steps or VAL_COLUMNS[0] in row:
                         log.write(row)
                         if tb is not None:
                             tb.add_scalar("loss/total", total.item(), step)
@@ -539,8 +663,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
                                                      + [f"{pairs_s:.1f}pairs/s"]), refresh=False)
                         bar.update(1)
                     last.update(step=step, loss=total.item())
-                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps or over:
                         last["checkpoint"] = save(step)
+                if over:
+                    say(f"{out}: CPU budget of {cfg.budget_cpu_seconds:g} s reached at step {step}; stopping")
+                    last["budget_reached"] = True
+                    break
+            if last.get("budget_reached"):
+                break
     except torch.cuda.OutOfMemoryError as e:
         raise RuntimeError(f"out of GPU memory at step {step + 1} (batch {cfg.batch_size}, crop {cfg.crop}): use a "
                            f"smaller --batch-size or --crop, or the memory-free correlation (--set model.corr_mode=otf)"

@@ -33,12 +33,22 @@ class HMoReConfig:
         attention_mlp_ratio (2).
     Ψ (subject motion) [paper: 4 cross-attention layers; the rest ours]: psi_layers (4), psi_dim (96),
         psi_heads (4), psi_detach_flow (True: Ψ's losses do not move Φ through its flow input).
+    Options of ours for real video [ours, method.md "Networks"]:
+        flow_target ("world": Φ predicts world flow directly, as the paper; "full": Φ predicts the full optical
+            flow, scene included, supervised on every pixel where exact flow exists, and world flow = full flow x
+            subject map), flow_init ("none"; or a classical method of :mod:`hmore.models.classical`, e.g.
+            "dis_medium": Φ starts from that estimate at 1/8 (RAFT's ``flow_init``) and its output is the
+            full-resolution estimate plus Φ's upsampled correction), person_prior (False: Ψ and the refinement
+            head take a person-probability map, e.g. MediaPipe's selfie mask, as an extra input; ``model(...,
+            prior=None)`` runs frames-only), refine_dim (0: off; > 0: channels of a full-resolution head that
+            refines the flow and the subject map from the frames, the photometric residual and the prior).
     Correlation: corr_mode ("auto" | "allpairs" | "otf", see ``hmore_kernels.CorrBlock``),
         corr_memory_budget (bytes or None: CorrBlock's default budget); backend ("auto"): passed to every
         ``hmore_kernels`` op the model and the losses call.
     Loss [paper: F + 0.1 G; the rest ours], see :mod:`hmore.losses`:
         w_skeleton (1.0), w_boundary (0.1), w_background (0.05), w_subject_motion (0.1),
-        w_subject_map (0.5), w_epe (1.0, only on samples with exact flow), w_local_epe (0.5),
+        w_subject_map (0.5), w_epe (1.0, only on samples with exact flow), w_local_epe (0.5), w_epe_full (1.0:
+        the full-flow EPE over every pixel with exact flow, only with flow_target "full"),
         gamma (0.8, RAFT's weighting over iterations), angle_tol_deg (15), magnitude_range (0.8, 1.2),
         intensity_weight (0.01), min_offset (0.5 px), points_per_bone (8), patch_sizes (8, 16, 32),
         edge_band (3: the band of ``flow_edges`` around the mask boundary; None = whole image),
@@ -64,6 +74,11 @@ class HMoReConfig:
     psi_dim: int = 96
     psi_heads: int = 4
     psi_detach_flow: bool = True
+    # options for real video
+    flow_target: str = "world"
+    flow_init: str = "none"
+    person_prior: bool = False
+    refine_dim: int = 0
     # correlation and ops
     corr_mode: str = "auto"
     corr_memory_budget: int | None = None
@@ -76,6 +91,7 @@ class HMoReConfig:
     w_subject_map: float = 0.5
     w_epe: float = 1.0
     w_local_epe: float = 0.5
+    w_epe_full: float = 1.0
     epe_region: str = "body"
     gamma: float = 0.8
     angle_tol_deg: float = 15.0
@@ -89,7 +105,7 @@ class HMoReConfig:
 
     # fields that change the parameters' shapes: a checkpoint only loads into a model that agrees on them
     ARCH_FIELDS = ("feature_dim", "hidden_dim", "context_dim", "corr_levels", "corr_radius", "attention_blocks",
-                   "attention_heads", "attention_mlp_ratio", "psi_layers", "psi_dim", "psi_heads")
+                   "attention_heads", "attention_mlp_ratio", "psi_layers", "psi_dim", "psi_heads", "person_prior", "refine_dim")
 
     def __post_init__(self):
         for name in ("magnitude_range", "patch_sizes"):
@@ -111,7 +127,7 @@ class HMoReConfig:
                      "attention_heads", "psi_heads", "attention_mlp_ratio", "points_per_bone"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 bad(name, "an int >= 1")
-        for name in ("corr_radius", "attention_blocks", "background_dilation"):
+        for name in ("corr_radius", "attention_blocks", "background_dilation", "refine_dim"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "an int >= 0")
         if self.feature_dim % self.attention_heads:
@@ -128,8 +144,16 @@ class HMoReConfig:
             bad("corr_memory_budget", "an int >= 0 (bytes) or None")
         if not isinstance(self.psi_detach_flow, bool):
             bad("psi_detach_flow", "a bool")
+        if not isinstance(self.person_prior, bool):
+            bad("person_prior", "a bool")
+        if self.flow_target not in ("world", "full"):
+            bad("flow_target", "'world' or 'full'")
+        from .classical import DIS_PRESETS
+
+        if self.flow_init != "none" and self.flow_init not in DIS_PRESETS:
+            bad("flow_init", f"'none' or one of {tuple(DIS_PRESETS)}")
         for name in ("w_skeleton", "w_boundary", "w_background", "w_subject_motion", "w_subject_map", "w_epe",
-                     "w_local_epe", "intensity_weight", "min_offset"):
+                     "w_local_epe", "w_epe_full", "intensity_weight", "min_offset"):
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "a finite number >= 0")
         if self.epe_region not in ("body", "all"):

@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classical import dis_flow_batch
 from .config import HMoReConfig
-from .subject_motion import SubjectMotionNet
+from .refine import RefineHead
+from .subject_motion import SubjectMotionNet, prior_planes
 from .world_flow import WorldFlowNet
 
 __all__ = ["HMoRe", "get_model", "load_weights", "default_weights", "MIN_SIZE", "DEFAULT_WEIGHTS"]
@@ -32,19 +34,52 @@ def _prepare(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
+def _prepare_prior(prior, like: torch.Tensor) -> torch.Tensor:
+    if not isinstance(prior, torch.Tensor):
+        raise TypeError(f"prior: expected a torch.Tensor [B, 1, H, W] or None, got {type(prior).__name__}")
+    B, _, H, W = like.shape
+    if prior.dim() == 3:
+        prior = prior.unsqueeze(1)
+    if tuple(prior.shape) != (B, 1, H, W):
+        raise ValueError(f"prior: expected shape {(B, 1, H, W)} (a person probability per pixel of image1), "
+                         f"got {tuple(prior.shape)}")
+    if prior.dtype == torch.uint8:
+        prior = prior.float() / (255.0 if int(prior.max()) > 1 else 1.0)
+    elif prior.dtype == torch.bool or prior.is_floating_point():
+        prior = prior.float()
+    else:
+        raise TypeError(f"prior: expected float in [0, 1], bool or uint8, got {prior.dtype}")
+    return prior.to(like.device)
+
+
+def _prepare_init(flow_init, like: torch.Tensor) -> torch.Tensor:
+    B, _, H, W = like.shape
+    if not isinstance(flow_init, torch.Tensor) or tuple(flow_init.shape) != (B, 2, H, W) or not flow_init.is_floating_point():
+        got = tuple(flow_init.shape) if isinstance(flow_init, torch.Tensor) else type(flow_init).__name__
+        raise ValueError(f"flow_init: expected a float tensor {(B, 2, H, W)} (px, frame 1 -> 2), got {got}")
+    return flow_init.float().to(like.device)
+
+
 class HMoRe(nn.Module):
     """H-MoRe: world-local flows for a pair of frames.
 
-    ``model(image1, image2, iters=None)``:
+    ``model(image1, image2, iters=None, prior=None, flow_init=None, prior_valid=None)``:
         image1, image2: ``[B, 3, H, W]`` RGB, float in [0, 1] or uint8 in [0, 255], any ``H, W >= 64``
             (padded to a multiple of 8 inside by edge replication, outputs cropped back); channels-last
             accepted.
         iters: refinement iterations (default ``config.iters``).
+        prior: ``[B, 1, H, W]`` person probability of image1 in [0, 1] (e.g.
+            :func:`hmore.data.segment.person_probability`), only for a model with ``config.person_prior``;
+            None runs it frames-only. prior_valid: ``[B]`` bool, samples whose prior to use (default all).
+        flow_init: ``[B, 2, H, W]`` px starting estimate; by default, with ``config.flow_init`` set, that
+            classical method is run on the frames (CPU, no gradient).
     Returns a dict of float32 tensors:
         ``world_flow [B, 2, H, W]`` (px, channel 0 = x), ``local_flow [B, 2, H, W]`` =
         ``(world_flow - subject_motion[:, :, None, None]) * subject_map``, ``subject_motion [B, 2]`` (px),
-        ``subject_map [B, 1, H, W]`` in [0, 1]; in training mode also ``world_flow_iters`` (list of
-        ``iters`` upsampled flows, the last equal to ``world_flow``) and ``subject_map_logits``.
+        ``subject_map [B, 1, H, W]`` in [0, 1]; with ``config.flow_target == "full"`` also ``full_flow`` (the
+        whole scene's flow; ``world_flow = full_flow * subject_map``). In training mode also
+        ``world_flow_iters`` (or ``full_flow_iters`` for the full target: the list of ``iters`` upsampled
+        flows, the last equal to the output after the refinement head) and ``subject_map_logits``.
     """
 
     def __init__(self, config: HMoReConfig | None = None):
@@ -54,9 +89,11 @@ class HMoRe(nn.Module):
             raise TypeError(f"config: expected an HMoReConfig, got {type(self.config).__name__}")
         self.phi = WorldFlowNet(self.config)
         self.psi = SubjectMotionNet(self.config)
+        self.refine = RefineHead(self.config.refine_dim, self.config.person_prior) if self.config.refine_dim else None
         self.last_corr_mode: str | None = None
 
-    def forward(self, image1: torch.Tensor, image2: torch.Tensor, iters: int | None = None) -> dict:
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor, iters: int | None = None, prior=None,
+                flow_init=None, prior_valid=None) -> dict:
         cfg = self.config
         iters = cfg.iters if iters is None else iters
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
@@ -64,33 +101,58 @@ class HMoRe(nn.Module):
         x1, x2 = _prepare(image1, "image1"), _prepare(image2, "image2")
         if x1.shape != x2.shape:
             raise ValueError(f"image2: expected the shape of image1 {tuple(x1.shape)}, got {tuple(x2.shape)}")
+        if prior is not None and not cfg.person_prior:
+            raise ValueError("prior: this model has no person-prior input (config.person_prior is False); pass None")
+        if prior is not None:
+            prior = _prepare_prior(prior, x1)
+        if flow_init is None and cfg.flow_init != "none":
+            with torch.no_grad():
+                flow_init = dis_flow_batch(image1, image2, cfg.flow_init)
+        if flow_init is not None:
+            flow_init = _prepare_init(flow_init, x1)
         H, W = x1.shape[-2:]
         ph, pw = (-H) % 8, (-W) % 8
         pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
         x = torch.cat([x1, x2], 0) * 2.0 - 1.0
         if ph or pw:
             x = F.pad(x, pad, mode="replicate")
+            flow_init = None if flow_init is None else F.pad(flow_init, pad, mode="replicate")
+            prior = None if prior is None else F.pad(prior, pad, mode="replicate")
         x = x.contiguous()  # channels-last input: the encoders' first conv is faster on NCHW here
         B = x1.shape[0]
-        out = self.phi(x[:B], x[B:], iters, keep_iters=self.training)
+        planes = prior_planes(prior, prior_valid, x[:B, :1]) if cfg.person_prior else None
+        out = self.phi(x[:B], x[B:], iters, keep_iters=self.training, flow_init=flow_init)
+        return self._heads(out, x[:B], x[B:], planes, pad, (H, W))
+
+    def _heads(self, out: dict, im1: torch.Tensor, im2: torch.Tensor, planes, pad, size) -> dict:
+        """Ψ, the refinement head and the output dict, from Φ's output on padded frames in [-1, 1]."""
+        cfg = self.config
+        H, W = size
         self.last_corr_mode = out["corr_mode"]
         flow_low = out["flow_low"] * 8.0  # px of the (padded) full image
         if cfg.psi_detach_flow:
             flow_low = flow_low.detach()
-        v_s, logits = self.psi(out["fmap1"], flow_low)
+        prior_low = F.avg_pool2d(planes, 8) if planes is not None else None
+        v_s, logits = self.psi(out["fmap1"], flow_low, prior_low)
         logits = F.interpolate(logits, scale_factor=8, mode="bilinear", align_corners=False)
+        flows = list(out["flows"])
+        if self.refine is not None:
+            flows[-1], logits = self.refine(im1, im2, flows[-1], logits, planes)
 
         def crop(t):
             return t[..., pad[2]:pad[2] + H, pad[0]:pad[0] + W]
 
-        flows = [crop(f) for f in out["flows"]]
-        world = flows[-1]
+        flows = [crop(f) for f in flows]
         logits = crop(logits)
         smap = torch.sigmoid(logits)
+        full = cfg.flow_target == "full"
+        world = flows[-1] * smap if full else flows[-1]
         local = (world - v_s[:, :, None, None]) * smap
         res = {"world_flow": world, "local_flow": local, "subject_motion": v_s, "subject_map": smap}
+        if full:
+            res["full_flow"] = flows[-1]
         if self.training:
-            res["world_flow_iters"] = flows
+            res["full_flow_iters" if full else "world_flow_iters"] = flows
             res["subject_map_logits"] = logits
         return res
 

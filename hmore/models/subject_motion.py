@@ -13,20 +13,41 @@ from torch import nn
 from .attention import CrossAttentionLayer, positional_encoding_2d
 from .config import HMoReConfig
 
-__all__ = ["SubjectMotionNet"]
+__all__ = ["SubjectMotionNet", "prior_planes", "PRIOR_CHANNELS"]
 
 FLOW_SCALE = 8.0  # px: flow inputs are divided by this so typical motions are O(1) for the embedding
 
 
-class SubjectMotionNet(nn.Module):
-    """``forward(fmap1 [B, D, h, w], flow_low [B, 2, h, w] (px of the full image))`` ->
-    ``(v_s [B, 2] px, map_logits [B, 1, h, w])``."""
+PRIOR_CHANNELS = 2  # the person prior as the networks see it: (probability x valid, valid)
 
-    def __init__(self, cfg: HMoReConfig, num_subjects: int = 1):
+
+def prior_planes(prior: torch.Tensor | None, valid: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The person prior as input planes ``[B, 2, H, W]``: (probability where valid else 0, valid as 0/1).
+
+    prior: ``[B, 1, H, W]`` person probability in [0, 1] (bool, uint8 0/1 or float) or None (no prior: the
+    frames-only model, both planes 0); valid: ``[B]`` bool (default all True when a prior is given): a
+    sample whose segmenter gave nothing usable runs frames-only. ``like`` gives B, H, W, dtype, device."""
+    B, _, H, W = like.shape
+    if prior is None:
+        return like.new_zeros(B, PRIOR_CHANNELS, H, W)
+    p = prior.to(like.dtype)
+    v = torch.ones(B, device=like.device, dtype=like.dtype) if valid is None else valid.to(like.dtype)
+    v = v.view(B, 1, 1, 1)
+    return torch.cat([p * v, v.expand(B, 1, H, W)], 1)
+
+
+class SubjectMotionNet(nn.Module):
+    """``forward(fmap1 [B, D, h, w], flow_low [B, 2, h, w] (px of the full image), prior_low=None)`` ->
+    ``(v_s [B, 2] px, map_logits [B, 1, h, w])``; ``prior_low`` ``[B, 2, h, w]`` (:func:`prior_planes` at 1/8)
+    is required when the config has ``person_prior`` and refused otherwise."""
+
+    def __init__(self, cfg: HMoReConfig):
         super().__init__()
         d = cfg.psi_dim
-        self.embed = nn.Sequential(nn.Conv2d(cfg.feature_dim + 3, d, 1), nn.GELU(), nn.Conv2d(d, d, 3, padding=1))
-        self.query = nn.Parameter(torch.randn(num_subjects, d) * 0.02)
+        self.person_prior = cfg.person_prior
+        extra = PRIOR_CHANNELS if cfg.person_prior else 0
+        self.embed = nn.Sequential(nn.Conv2d(cfg.feature_dim + 3 + extra, d, 1), nn.GELU(), nn.Conv2d(d, d, 3, padding=1))
+        self.query = nn.Parameter(torch.randn(1, d) * 0.02)  # one subject per image
         self.layers = nn.ModuleList(CrossAttentionLayer(d, cfg.psi_heads) for _ in range(cfg.psi_layers))
         self.norm = nn.LayerNorm(d)
         self.correction = nn.Linear(d, 2)
@@ -36,10 +57,13 @@ class SubjectMotionNet(nn.Module):
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.scale = d ** -0.5
 
-    def forward(self, fmap1: torch.Tensor, flow: torch.Tensor):
+    def forward(self, fmap1: torch.Tensor, flow: torch.Tensor, prior_low: torch.Tensor | None = None):
         B, _, h, w = fmap1.shape
         f = flow / FLOW_SCALE
-        x = self.embed(torch.cat([fmap1, f.to(fmap1.dtype), f.norm(dim=1, keepdim=True).to(fmap1.dtype)], 1))
+        planes = [fmap1, f.to(fmap1.dtype), f.norm(dim=1, keepdim=True).to(fmap1.dtype)]
+        if self.person_prior:
+            planes.append(prior_low.to(fmap1.dtype))
+        x = self.embed(torch.cat(planes, 1))
         tokens = x.flatten(2).transpose(1, 2)  # [B, N, d]
         pe = positional_encoding_2d(tokens.shape[-1], h, w, x.device, tokens.dtype)
         q = self.query.unsqueeze(0).expand(B, -1, -1).to(tokens.dtype)
