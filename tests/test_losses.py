@@ -268,3 +268,37 @@ class TestHMoReLoss:
         _, body = HMoReLoss(HMoReConfig(epe_region="body", **only_epe))(out, batch, constraints=False)
         _, every = HMoReLoss(HMoReConfig(epe_region="all", **only_epe))(out, batch, constraints=False)
         assert float(body["epe"]) == pytest.approx(5.0) and float(every["epe"]) == pytest.approx(1.25)
+
+    def test_full_target_epe_full_over_iterations_and_exact_subject_motion(self):
+        """flow_target='full': epe_full = sum_i gamma^(N-1-i) EPE_i over every pixel with exact full flow, the
+        world-flow EPE on the final world flow only; v_s from batch['subject_motion'] where has_flow
+        (hand-computed)."""
+        H, W = 2, 2
+        full_gt = torch.zeros(1, 2, H, W)
+        full_gt[0, 0] = 1.0  # the scene moves 1 px right everywhere (the body too)
+        mask = torch.zeros(1, 1, H, W, dtype=torch.bool)
+        mask[0, 0, 0, 0] = True
+        world_gt = full_gt * mask
+        it0 = torch.zeros(1, 2, H, W)  # EPE 1 everywhere
+        it1 = full_gt.clone()  # EPE 0
+        it1[0, 1, 1, 1] = 4.0  # one pixel off by 4: EPE 4/4 = 1 over the 4 pixels
+        world = torch.zeros(1, 2, H, W)
+        world[0, 0, 0, 0] = 3.0  # body pixel: error 2
+        batch = {"mask0": mask, "world_flow": world_gt, "flow_valid": mask.clone(), "full_flow": full_gt,
+                 "full_valid": torch.ones(1, 1, H, W, dtype=torch.bool), "has_flow": torch.tensor([True]),
+                 "subject_motion": torch.tensor([[1.0, 0.0]]),
+                 "keypoints0": torch.zeros(1, 17, 2), "keypoints1": torch.zeros(1, 17, 2),
+                 "conf0": torch.zeros(1, 17), "conf1": torch.zeros(1, 17)}
+        out = {"world_flow": world, "full_flow": it1, "full_flow_iters": [it0, it1], "local_flow": world,
+               "subject_motion": torch.tensor([[4.0, 4.0]]), "subject_map": torch.full((1, 1, H, W), 0.5)}
+        cfg = HMoReConfig(flow_target="full", gamma=0.5, w_skeleton=0.0, w_boundary=0.0, w_background=0.0,
+                          w_subject_map=0.0, w_local_epe=0.0)
+        total, t = HMoReLoss(cfg)(out, batch, constraints=False)
+        assert float(t["epe_full"]) == pytest.approx(0.5 * 1.0 + 1.0 * 1.0)
+        assert float(t["epe_world"]) == pytest.approx(2.0) and float(t["epe"]) == pytest.approx(2.0)
+        assert float(t["subject_motion"]) == pytest.approx(5.0)  # |(4, 4) - (1, 0)|, not the keypoints' 0
+        assert float(total) == pytest.approx(1.5 + 2.0 + 0.1 * 5.0)
+        # without exact flow the sample contributes nothing to the EPE terms and v_s falls back to keypoints
+        batch["has_flow"] = torch.tensor([False])
+        _, t2 = HMoReLoss(cfg)(out, batch, constraints=False)
+        assert "epe_full" not in t2 and float(t2["subject_motion"]) == 0.0
