@@ -637,3 +637,64 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
             "bend_px": [abs(b[1]) for b in deform.bend], "deform_halvings": halvings,
             "inverse_residual": resid, "unconverged": unconverged, "options": {k: v for k, v in o.items()}}
     return PhotoPair(frames, np.stack([mask0, mask1]), world, bflow, full, local, vsub, occ, meta)
+
+
+# ---- torch dataset -------------------------------------------------------------------------------------
+try:
+    from torch.utils.data import Dataset as _Dataset
+except ImportError:  # pragma: no cover - torch is a hard dependency of the project
+    _Dataset = object
+
+
+class PhotoPairs(_Dataset):
+    """Photo pairs rendered on the fly: ``dataset[i]`` is ``render_photo_pair(seed, height, width, role,
+    **options)`` with seed ``SPLIT_SEED_OFFSET[role] + seed_base + i`` (the seed ranges of
+    :class:`hmore.data.synthetic.SyntheticPairs`, disjoint per role).
+
+    Items follow SyntheticPairs' schema with one subject (P = 1): frame0, frame1 [3, H, W] float32 in
+    [0, 1]; mask0, mask1 [1, H, W] bool; world_flow, local_flow, background_flow, full_flow [2, H, W]
+    float32; subject_motion [1, 2]; flow_valid [1, H, W] bool (= mask0); occlusion [1, H, W] bool;
+    keypoints0/1 [1, 17, 2] and conf0/1 [1, 17] zeros (photo pairs have no skeletons); instances0
+    [1, H, W] int64 (1 on the person); seed int64.
+    """
+
+    def __init__(self, role: str = "train", length: int = 10000, height: int = 256, width: int = 256,
+                 seed_base: int = 0, **options):
+        from .synthetic import check_pair_range
+
+        check_pair_range("PhotoPairs", "role", role, length, seed_base)
+        for k, v in (("height", height), ("width", width)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 32:
+                raise ValueError(f"PhotoPairs: {k} must be an int >= 32, got {v!r}")
+        _options(options)
+        self.role, self.length, self.height, self.width = role, int(length), int(height), int(width)
+        self.seed_base, self.options = int(seed_base), dict(options)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def seed(self, index: int) -> int:
+        from .synthetic import split_seed
+
+        return split_seed("PhotoPairs", self.role, self.seed_base, self.length, index)
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        from .synthetic import hwc_to_chw, unit_frames
+
+        seed = self.seed(index)
+        p = render_photo_pair(seed, self.height, self.width, self.role, **self.options)
+        t = torch.from_numpy
+        fr = t(unit_frames(p.frames))
+        z17 = torch.zeros(1, 17, 2)
+        return {
+            "frame0": fr[0], "frame1": fr[1],
+            "keypoints0": z17, "keypoints1": z17.clone(), "conf0": torch.zeros(1, 17), "conf1": torch.zeros(1, 17),
+            "mask0": t(p.masks[0:1]), "mask1": t(p.masks[1:2]),
+            "world_flow": t(hwc_to_chw(p.world_flow)), "local_flow": t(hwc_to_chw(p.local_flow)),
+            "background_flow": t(hwc_to_chw(p.background_flow)), "full_flow": t(hwc_to_chw(p.full_flow)),
+            "subject_motion": t(p.subject_motion[None]), "flow_valid": t(p.masks[0:1].copy()),
+            "occlusion": t(p.occlusion[None]), "instances0": t(p.masks[0:1].astype(np.int64)),
+            "seed": t(np.array(seed, np.int64)),
+        }
