@@ -252,12 +252,19 @@ def _plausible(st: dict, win_w: int) -> bool:
 
 
 def _pose_ok(rgb: np.ndarray, mask: np.ndarray) -> bool:
-    """MediaPipe Pose (static, complexity 1) sees a head and shoulders inside the mask's box: rejects
+    """MediaPipe Pose (static, complexity 1) sees a nose and both shoulders inside the mask: rejects
     confident non-person blobs (car mirrors in bikes.mp4) that pass the shape checks."""
+    from .segment import run_mediapipe
+
+    return run_mediapipe("hmore.data.photos:_pose_ok_here", rgb, mask)
+
+
+def _pose_ok_here(rgb: np.ndarray, mask: np.ndarray) -> bool:
     import mediapipe as mp
 
-    from .segment import quiet_native
+    from .segment import mark_mediapipe_used, quiet_native
 
+    mark_mediapipe_used()
     with quiet_native():
         with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose:
             res = pose.process(np.ascontiguousarray(rgb))
@@ -370,7 +377,8 @@ class PhotoPair:
 
 
 _DEFAULTS = {"max_pan": 2.0, "max_zoom": 0.02, "max_speed": 8.0, "max_rotation": 10.0, "max_scale": 0.05,
-             "max_joint_angle": 20.0, "max_bend": 3.0, "person_height": (0.5, 0.9), "person_translation": None}
+             "max_joint_angle": 20.0, "max_bend": 3.0, "person_height": (0.5, 0.9), "person_translation": None,
+             "blur": 0.5}
 
 
 def _options(options: dict) -> dict:
@@ -379,7 +387,7 @@ def _options(options: dict) -> dict:
         raise ValueError(f"render_photo_pair: unknown options {sorted(bad)}; known: {sorted(_DEFAULTS)}")
     o = {**_DEFAULTS, **options}
     for k, hi in (("max_pan", 20.0), ("max_zoom", 0.1), ("max_speed", 40.0), ("max_rotation", 30.0),
-                  ("max_scale", 0.2), ("max_joint_angle", 45.0), ("max_bend", 10.0)):
+                  ("max_scale", 0.2), ("max_joint_angle", 45.0), ("max_bend", 10.0), ("blur", 3.0)):
         v = o[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= hi:
             raise ValueError(f"{k}: expected a number in [0, {hi}], got {v!r}")
@@ -437,15 +445,19 @@ class _Deform:
         return float(sig.max(initial=0.0))
 
     def invert(self, yx: np.ndarray, yy: np.ndarray, iters: int = 60):
-        """x with D(x) = y by x <- y - d(x); returns (xx, xy, residual)."""
+        """x with D(x) = y by x <- y - d(x), iterating each point until its step is below 1e-5 px;
+        returns (xx, xy, residual |D(x) - y|)."""
+        yx, yy = yx.ravel(), yy.ravel()
         dx, dy = self.d(yx, yy)
         xx, xy = yx - dx, yy - dy
-        for it in range(iters):
-            dx, dy = self.d(xx, xy)
-            nx, ny = yx - dx, yy - dy
-            step = np.maximum(np.abs(nx - xx), np.abs(ny - xy))
-            xx, xy = nx, ny
-            if it % 3 == 2 and float(step.max(initial=0.0)) < 2e-4:
+        act = np.arange(len(yx))
+        for _ in range(iters):
+            dx, dy = self.d(xx[act], xy[act])
+            nx, ny = yx[act] - dx, yy[act] - dy
+            moving = np.maximum(np.abs(nx - xx[act]), np.abs(ny - xy[act])) > 1e-5
+            xx[act], xy[act] = nx, ny
+            act = act[moving]
+            if not len(act):
                 break
         dx, dy = self.d(xx, xy)
         res = np.hypot(xx + dx - yx, xy + dy - yy)
@@ -491,7 +503,7 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
     lo = np.floor(np.minimum(corners.min(0), pre.min(0))) - 3
     hi = np.ceil(np.maximum(corners.max(0), pre.max(0))) + 3
     tw, th = int(hi[0] - lo[0]), int(hi[1] - lo[1])
-    tex, bg_name = photo_texture(rng, th, tw, role)
+    tex, bg_name = photo_texture(rng, th, tw, role, blur=o["blur"])
     # texel (col, row) sits at frame-0 point lo + (col, row) + a sub-pixel offset (so that frame 0 is
     # resampled as frame 1 is)
     off = lo + rng.uniform(0, 1, 2)
@@ -519,6 +531,8 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
     if flip:
         rgba = rgba[:, ::-1]
     ptex = _resize(np.ascontiguousarray(rgba), pw, ph)
+    if o["blur"] > 0:  # the colours only: the mask keeps its edge
+        ptex[..., :3] = cv2.GaussianBlur(np.ascontiguousarray(ptex[..., :3]), (0, 0), o["blur"])
     # a cut-out cut by its photo's bottom edge (a bust) stands on the frame's bottom edge
     bust = bool(cmask[-1].any())
     ox = rng.uniform(-0.1 * pw, W - 0.9 * pw) if pw < W else rng.uniform(W - pw, 0)
@@ -556,9 +570,11 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
         bend.append((axis, rng.uniform(-o["max_bend"], o["max_bend"]) * vs, 2 * math.pi / lam * math.cos(a),
                      2 * math.pi / lam * math.sin(a), rng.uniform(0, 2 * math.pi)))
     deform = _Deform(pivot, normal, max(3.0, 0.1 * ext), jangle, bend)
-    sub = slice(None, None, max(1, len(px) // 4000))
+    # the whole person, also what lies outside frame 0 (it may come into view in frame 1), subsampled
+    ti, tj = np.nonzero(ptex[::2, ::2, 3] > 127)
+    ax_, ay_ = 2.0 * tj + o0[0], 2.0 * ti + o0[1]
     halvings = 0
-    while deform.jacobian_norm(px[sub], py[sub]) > 0.6 and halvings < 8:
+    while deform.jacobian_norm(ax_, ay_) > 0.6 and halvings < 8:
         deform = deform.scaled(0.5)
         halvings += 1
     # rigid part
@@ -587,11 +603,17 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
     world[ii, jj, 0] = fx - px
     world[ii, jj, 1] = fy - py
 
-    # frame 1 person: invert Phi on the box holding the forward-mapped person
-    x0 = max(0, int(math.floor(fx.min())) - 2)
-    x1 = min(W, int(math.ceil(fx.max())) + 3)
-    y0 = max(0, int(math.floor(fy.min())) - 2)
-    y1 = min(H, int(math.ceil(fy.max())) + 3)
+    # frame 1 person: invert Phi on the box holding the forward-mapped person texture (its rectangle's
+    # outline bounds the image of the whole person, the parts outside frame 0 included)
+    rx = np.arange(-1.0, pw + 1.0) + o0[0]
+    ry = np.arange(-1.0, ph + 1.0) + o0[1]
+    ox_ = np.concatenate([rx, rx, np.full(len(ry), rx[0]), np.full(len(ry), rx[-1])])
+    oy_ = np.concatenate([np.full(len(rx), ry[0]), np.full(len(rx), ry[-1]), ry, ry])
+    bx, by = forward(ox_, oy_)
+    x0 = max(0, int(math.floor(bx.min())) - 2)
+    x1 = min(W, int(math.ceil(bx.max())) + 3)
+    y0 = max(0, int(math.floor(by.min())) - 2)
+    y1 = min(H, int(math.ceil(by.max())) + 3)
     p1 = np.zeros((H, W, 4), np.uint8)
     unconverged, resid = 0, 0.0
     if x0 < x1 and y0 < y1:
@@ -604,7 +626,18 @@ def render_photo_pair(seed: int, height: int = 256, width: int = 256, role: str 
         if deform.angle == 0 and all(b[1] == 0 for b in deform.bend):
             vx, vy, res = ux, uy, np.zeros_like(ux)
         else:
-            vx, vy, res = deform.invert(ux, uy)
+            # a person point x has |y - x| = |d(x)| <= dmax, so only the y within dmax of the person
+            # texture can be person pixels: the others are not inverted (and not drawn)
+            ddx, ddy = deform.d(ax_, ay_)
+            dmax = float(np.hypot(ddx, ddy).max(initial=0.0)) + 3.0
+            r = int(math.ceil(dmax))
+            near = cv2.dilate((ptex[..., 3] > 0).astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)),
+                              borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            cand = cv2.remap(near, (ux - o0[0]).astype(f32), (uy - o0[1]).astype(f32), cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
+            vx, vy = np.full(ux.shape, -1e6), np.full(ux.shape, -1e6)
+            res = np.zeros(ux.shape)
+            vx[cand], vy[cand], res[cand] = deform.invert(ux[cand], uy[cand])
         box = sample(vx, vy)
         bad = res > INVERSE_TOL
         unconverged = int((bad & (box[..., 3] > 127)).sum())

@@ -2,8 +2,13 @@
 
 :class:`PersonSegmenter` wraps MediaPipe 0.10.14's ``mp.solutions.selfie_segmentation.SelfieSegmentation``
 (its models ship in the wheel, so it runs offline; ~4 ms a 256x256 frame on one core). The graph is
-created on the first call in the current process (a DataLoader worker forked from a parent that already
-used the segmenter builds its own; the parent's native graph is never touched from the child), and
+created on the first call in the current process, and never touched from another. A process forked
+from one that had already built a MediaPipe graph cannot build one itself (MediaPipe 0.10.14 hangs in
+graph creation there, even when the parent's graph was closed first), so such a process -- a DataLoader
+worker forked after the parent used the segmenter -- runs MediaPipe in a helper: a fresh Python
+process (``python -m hmore.data.segment``, started with subprocess because DataLoader workers are
+daemonic and may not start multiprocessing children) that it talks to over a pipe (:func:`run_mediapipe`).
+The helper ends when its parent closes the pipe or exits. Also,
 MediaPipe's native log lines are kept off stderr with :func:`hmore.data._io.native_stderr_redirected`
 (to ``HMORE_NATIVE_LOG``, default /dev/null), as ``hmore annotate`` does. Selfie segmentation has no
 temporal state, so a frame's result does not depend on the frames before it.
@@ -14,8 +19,13 @@ mask), for training a model that is given a segmenter's mask rather than the tru
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import importlib
 import os
+import pickle
+import subprocess
+import sys
 import warnings
 
 import cv2
@@ -23,7 +33,7 @@ import numpy as np
 
 from ._io import native_stderr_redirected
 
-__all__ = ["PersonSegmenter", "person_probability", "corrupt_mask"]
+__all__ = ["PersonSegmenter", "person_probability", "corrupt_mask", "shift_mask", "run_mediapipe", "quiet_native"]
 
 
 def _check_rgb(name: str, rgb) -> np.ndarray:
@@ -46,6 +56,110 @@ def quiet_native():
         yield
 
 
+# ---- MediaPipe across fork -------------------------------------------------------------------------------
+_USED_IN: int | None = None  # pid of the process that built this process's (or its ancestor's) first graph
+
+
+def mark_mediapipe_used() -> None:
+    """Record that this process builds MediaPipe graphs (call before building one)."""
+    global _USED_IN
+    if _USED_IN is None:
+        _USED_IN = os.getpid()
+
+
+def forked_after_use() -> bool:
+    """True in a process forked from one that had built a MediaPipe graph (it cannot build its own)."""
+    return _USED_IN is not None and _USED_IN != os.getpid()
+
+
+class _Helper:
+    """A fresh Python process running MediaPipe calls for this one (see the module docstring)."""
+
+    def __init__(self):
+        import hmore
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(hmore.__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        self._log = open(os.environ.get("HMORE_NATIVE_LOG") or os.devnull, "ab")
+        self.pid = os.getpid()
+        self.proc = subprocess.Popen([sys.executable, "-m", "hmore.data.segment"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env)
+
+    def call(self, target: str, *args):
+        pickle.dump((target, args), self.proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.flush()
+        try:
+            ok, value = pickle.load(self.proc.stdout)
+        except EOFError:
+            raise RuntimeError(f"MediaPipe helper process exited (status {self.proc.poll()})") from None
+        if not ok:
+            raise RuntimeError(f"MediaPipe helper process: {value}")
+        return value
+
+    def close(self):
+        if self.pid == os.getpid() and self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        self._log.close()
+
+
+_HELPER: _Helper | None = None
+
+
+def _close_helper():
+    if _HELPER is not None:
+        _HELPER.close()
+
+
+atexit.register(_close_helper)
+
+
+def _call(target: str, args):
+    mod, _, fn = target.partition(":")
+    if not mod.startswith("hmore."):
+        raise ValueError(f"target: expected 'hmore.<module>:<function>', got {target!r}")
+    return getattr(importlib.import_module(mod), fn)(*args)
+
+
+def run_mediapipe(target: str, *args):
+    """``module:function(*args)`` here, or in the helper process when this process was forked after
+    MediaPipe had been used (the function's arguments and result travel pickled)."""
+    global _HELPER
+    if not forked_after_use():
+        return _call(target, args)
+    if _HELPER is None or _HELPER.pid != os.getpid():
+        _HELPER = _Helper()
+    return _HELPER.call(target, *args)
+
+
+def _serve() -> None:
+    """The helper's loop: (target, args) pickles in on stdin, (ok, result or message) pickles out."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to the log, not into the protocol
+    inp = sys.stdin.buffer
+    while True:
+        try:
+            target, args = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            res = (True, _call(target, args))
+        except Exception as e:  # reported to the caller
+            res = (False, f"{type(e).__name__}: {e}")
+        pickle.dump(res, out, protocol=pickle.HIGHEST_PROTOCOL)
+        out.flush()
+
+
+_LOCAL: dict[int, PersonSegmenter] = {}
+
+
+def _segment_here(model_selection: int, rgb: np.ndarray) -> np.ndarray:
+    seg = _LOCAL.get(model_selection)
+    if seg is None:
+        seg = _LOCAL[model_selection] = PersonSegmenter(model_selection)
+    return seg._process(rgb)
+
+
 class PersonSegmenter:
     """``PersonSegmenter(model_selection=0)(rgb) -> float32 [H, W]`` person probability in [0, 1].
 
@@ -65,6 +179,7 @@ class PersonSegmenter:
             # a graph inherited through fork belongs to the parent: build a new one, never close that one
             import mediapipe as mp
 
+            mark_mediapipe_used()
             with quiet_native():
                 self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=self.model_selection)
             self._pid = os.getpid()
@@ -72,6 +187,11 @@ class PersonSegmenter:
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         rgb = _check_rgb("rgb", rgb)
+        if forked_after_use():
+            return run_mediapipe("hmore.data.segment:_segment_here", self.model_selection, rgb)
+        return self._process(rgb)
+
+    def _process(self, rgb: np.ndarray) -> np.ndarray:
         model = self._graph()
         with quiet_native():
             res = model.process(rgb)
@@ -205,3 +325,7 @@ def corrupt_mask(mask: np.ndarray, rng: np.random.Generator, *, max_radius: int 
         dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, 2))
         out = shift_mask(out, dx, dy)
     return out
+
+
+if __name__ == "__main__":
+    _serve()
