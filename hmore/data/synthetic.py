@@ -89,6 +89,12 @@ class SyntheticConfig:
     keypoint_noise: std (px) of Gaussian noise added to the emitted keypoints (0: exact).
     occluded_confidence: (lo, hi) range of the confidence of an occluded joint.
     markers: paint a small dark dot at the middle of every limb (for flow checks; off for training).
+    photo_background: probability (0..1) that a clip's background texture is a random crop of a bundled
+        photo of role ``photo_role`` (see hmore.data.photos: resized to the texture, blurred by half a
+        texel so that bilinear warping stays accurate) instead of the procedural texture. The choice and
+        the crop come from a generator of their own (seeded by the clip's seed), so 0 (the default)
+        leaves every output as it was.
+    photo_role: "train", "val" or "test": whose photos photo_background draws (a val split uses "val").
     """
 
     height: int = 256
@@ -106,6 +112,8 @@ class SyntheticConfig:
     keypoint_noise: float = 0.0
     occluded_confidence: tuple[float, float] = (0.3, 0.6)
     markers: bool = False
+    photo_background: float = 0.0
+    photo_role: str = "train"
 
     def __post_init__(self):
         # lists are accepted where tuples are documented (JSON/YAML configs give lists); stored as
@@ -144,6 +152,10 @@ class SyntheticConfig:
             v = getattr(self, name)
             if not is_num(v) or not 0 <= v <= hi:
                 bad(name, f"a number in [0, {hi}]")
+        if not is_num(self.photo_background) or not 0 <= self.photo_background <= 1:
+            bad("photo_background", "a number in [0, 1]")
+        if self.photo_role not in SPLIT_SEED_OFFSET:
+            bad("photo_role", f"one of {tuple(SPLIT_SEED_OFFSET)}")
         if not is_num(self.time_step) or not 0 < self.time_step <= 8:
             bad("time_step", "a number in (0, 8]")
         nd = self.num_distractors
@@ -272,6 +284,17 @@ def _background_texture(rng, h: int, w: int) -> np.ndarray:
     return cv2.cvtColor(cv2.add(out, 0.0, dtype=cv2.CV_8U), cv2.COLOR_RGB2RGBA)
 
 
+PHOTO_STREAM = 0x70686F746F  # second seed word of the generator that picks photo backgrounds
+
+
+def _photo_background_texture(rng, h: int, w: int, role: str) -> tuple[np.ndarray, str]:
+    """[h, w, 4] uint8 like :func:`_background_texture`, from a bundled photo; and the photo's name."""
+    from .photos import photo_texture
+
+    tex, name = photo_texture(rng, h, w, role, blur=0.5)
+    return cv2.cvtColor(tex, cv2.COLOR_RGB2RGBA), name
+
+
 def _distractor_params(rng, cfg: SyntheticConfig, margin: float) -> list[dict]:
     H, W = cfg.height, cfg.width
     lo, hi = cfg.num_distractors
@@ -386,7 +409,13 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
     lo = np.floor(np.min([s.min(0) for s in span], 0)) - 4
     hi = np.ceil(np.max([s.max(0) for s in span], 0)) + 4
     tw, th = int(hi[0] - lo[0]) // BG_STEP + 3, int(hi[1] - lo[1]) // BG_STEP + 3
-    tex = _background_texture(rng, th, tw)
+    photo = None
+    if cfg.photo_background > 0:
+        prng = np.random.default_rng([int(seed), PHOTO_STREAM])
+        if prng.random() < cfg.photo_background:
+            tex, photo = _photo_background_texture(prng, th, tw, cfg.photo_role)
+    if photo is None:
+        tex = _background_texture(rng, th, tw)
     distractors = _distractor_params(rng, cfg, 0.0)
 
     lo_n, hi_n = cfg.subject_range
@@ -526,6 +555,7 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
         "seed": int(seed), "num_frames": T, "num_subjects": n_sub,
         "motions": [s["kind"] for s in subs], "t0": t0,
         "camera": {"pan": pan_v.tolist(), "zoom_rate": zoom_r}, "num_distractors": len(distractors),
+        "background": photo or "procedural",
         "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
     }
     return Clip(frames, masks, instances, parts, keypoints, conf, world, local, vs, bg_flow, occlusion, meta)
@@ -544,6 +574,45 @@ def _torch():
     import torch
 
     return torch
+
+
+def hwc_to_chw(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """[H, W, C] -> [C, H, W]: OpenCV's channel extraction is ~2x faster than a permuted copy."""
+    out = np.empty((a.shape[2],) + a.shape[:2], a.dtype) if out is None else out
+    for i in range(a.shape[2]):
+        cv2.extractChannel(a, i, dst=out[i])
+    return out
+
+
+def unit_frames(frames: np.ndarray) -> np.ndarray:
+    """uint8 [2, H, W, 3] -> float32 [2, 3, H, W] in [0, 1], through a table of x / 255 (the values
+    of a float32 division)."""
+    H, W = frames.shape[1:3]
+    fr = np.empty((2, 3, H, W), np.uint8)
+    hwc_to_chw(frames[0], fr[0])
+    hwc_to_chw(frames[1], fr[1])
+    return cv2.LUT(fr.reshape(6 * H, W), _UNIT_LUT).reshape(2, 3, H, W)
+
+
+def check_pair_range(owner: str, what: str, split, length, seed_base) -> None:
+    """ValueError unless split is a key of SPLIT_SEED_OFFSET and 0 <= seed_base, seed_base + length <= SPAN."""
+    if split not in SPLIT_SEED_OFFSET:
+        raise ValueError(f"{owner}: {what} must be one of {tuple(SPLIT_SEED_OFFSET)}, got {split!r}")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"{owner}: length must be an int >= 0, got {length!r}")
+    if isinstance(seed_base, bool) or not isinstance(seed_base, (int, np.integer)) or seed_base < 0:
+        raise ValueError(f"{owner}: seed_base must be an int >= 0, got {seed_base!r}")
+    if seed_base + length > SPLIT_SEED_SPAN:
+        raise ValueError(f"{owner}: seed_base + length must be <= {SPLIT_SEED_SPAN}, got {seed_base + length}")
+
+
+def split_seed(owner: str, split: str, seed_base: int, length: int, index: int) -> int:
+    """The seed of item ``index`` (negative counts from the end) of a split's dataset."""
+    if index < 0:
+        index += length
+    if not 0 <= index < length:
+        raise IndexError(f"{owner}: index {index} out of range for length {length}")
+    return SPLIT_SEED_OFFSET[split] + seed_base + int(index)
 
 
 try:
@@ -572,14 +641,7 @@ class SyntheticPairs(_Dataset):
 
     def __init__(self, split: str = "train", length: int = 10000, config: SyntheticConfig = SyntheticConfig(),
                  seed_base: int = 0):
-        if split not in SPLIT_SEED_OFFSET:
-            raise ValueError(f"SyntheticPairs: split must be one of {tuple(SPLIT_SEED_OFFSET)}, got {split!r}")
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-            raise ValueError(f"SyntheticPairs: length must be an int >= 0, got {length!r}")
-        if isinstance(seed_base, bool) or not isinstance(seed_base, (int, np.integer)) or seed_base < 0:
-            raise ValueError(f"SyntheticPairs: seed_base must be an int >= 0, got {seed_base!r}")
-        if seed_base + length > SPLIT_SEED_SPAN:
-            raise ValueError(f"SyntheticPairs: seed_base + length must be <= {SPLIT_SEED_SPAN}, got {seed_base + length}")
+        check_pair_range("SyntheticPairs", "split", split, length, seed_base)
         if not isinstance(config, SyntheticConfig):
             raise TypeError(f"SyntheticPairs: config must be a SyntheticConfig, got {type(config).__name__}")
         self.split, self.length, self.config, self.seed_base = split, int(length), config, int(seed_base)
@@ -588,31 +650,15 @@ class SyntheticPairs(_Dataset):
         return self.length
 
     def seed(self, index: int) -> int:
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"SyntheticPairs: index {index} out of range for length {self.length}")
-        return SPLIT_SEED_OFFSET[self.split] + self.seed_base + int(index)
+        return split_seed("SyntheticPairs", self.split, self.seed_base, self.length, index)
 
     def __getitem__(self, index: int) -> dict:
         torch = _torch()
         seed = self.seed(index)
         c = render_pair(seed, self.config)
         t = torch.from_numpy
-
-        def planes(a, out=None):
-            # [H, W, C] -> [C, H, W]: OpenCV's channel extraction is ~2x faster than a permuted copy
-            out = np.empty((a.shape[2],) + a.shape[:2], a.dtype) if out is None else out
-            for i in range(a.shape[2]):
-                cv2.extractChannel(a, i, dst=out[i])
-            return out
-
-        H, W = c.frames.shape[1:3]
-        fr = np.empty((2, 3, H, W), np.uint8)
-        planes(c.frames[0], fr[0])
-        planes(c.frames[1], fr[1])
-        # uint8 -> float32 in [0, 1] through a table of x / 255 (the values of a float32 division)
-        fr = t(cv2.LUT(fr.reshape(6 * H, W), _UNIT_LUT).reshape(2, 3, H, W))
+        planes = hwc_to_chw
+        fr = t(unit_frames(c.frames))
         return {
             "frame0": fr[0], "frame1": fr[1],
             "keypoints0": t(c.keypoints[0]), "keypoints1": t(c.keypoints[1]),
