@@ -72,14 +72,20 @@ __all__ = [
     "BOUNDARY_TOLERANCE", "DEFINITIONS",
     "endpoint_error", "body_flow_counts", "leakage_counts", "flow_edge_map", "boundary_counts", "f_score",
     "classical_local_flow", "skeleton_satisfaction_counts", "classical_flow", "load_model",
-    "evaluate_synthetic", "evaluate_real", "format_table", "write_results", "add_eval_parser", "run_eval",
+    "evaluate_synthetic", "evaluate_photos", "evaluate_real", "map_iou_counts", "format_table", "write_results", "add_eval_parser", "run_eval",
 ]
 
-DEFAULT_METHODS = ("hmore", "dis_ultrafast", "dis_fast", "dis_medium", "farneback", "zero")
+# "hmore" runs the model as shipped (with MediaPipe's person prior when the model takes one);
+# "hmore_frames_only" runs it on the frames alone, as the paper does (only for a model with a person prior);
+# "dis_mediapipe" is the pipeline a user would build instead: DIS medium flow inside MediaPipe's selfie mask
+DEFAULT_METHODS = ("hmore", "hmore_frames_only", "dis_ultrafast", "dis_fast", "dis_medium", "dis_mediapipe",
+                   "farneback", "zero")
 # "gt" (the ground truth itself) is not a default: it is the ceiling of each metric's definition (EPE 0, and
 # the boundary F-score that exact flow reaches under the edge threshold), useful to read the others against
 METHODS = DEFAULT_METHODS + ("gt",)
-REAL_METHODS = ("hmore", "dis_medium")
+REAL_METHODS = ("hmore", "hmore_frames_only", "dis_medium", "dis_mediapipe")
+_MODEL_METHODS = ("hmore", "hmore_frames_only")
+SEGMENTER_THRESHOLD = 0.5  # a person pixel of MediaPipe's selfie mask, and of H-MoRe's subject map
 LEAKAGE_DILATION = 5  # px
 EDGE_THRESHOLD = 0.5  # px/px of normalised-Sobel flow gradient: a 1 px flow step is just an edge
 BOUNDARY_TOLERANCE = 2.0  # px
@@ -110,6 +116,12 @@ DEFINITIONS = {
                               f"{SKELETON_MIN_OFFSET} px: share with angle(u, k) <= {SKELETON_ANGLE_DEG} deg and "
                               f"{SKELETON_RANGE[0]}|k| <= |u| <= {SKELETON_RANGE[1]}|k|, pooled over pairs"),
     "flow_on_person": "sum |u| over the mask of frame t / sum |u| over the frame, pooled over pairs",
+    "map_iou": ("IoU of the method's person map (H-MoRe: subject_map > 0.5; dis_mediapipe: MediaPipe's selfie mask "
+                "> 0.5) with the true mask of frame t, intersections and unions summed over the split; on real clips "
+                "(map_iou_selfie) the reference is MediaPipe's selfie mask > 0.5 of frame t"),
+    "dis_mediapipe": ("DIS medium flow times MediaPipe's selfie mask (> 0.5) of frame t; its subject motion is the "
+                      "mean flow inside the mask and its local flow (flow - that mean) inside the mask"),
+    "hmore_frames_only": "the H-MoRe model given no person prior (prior=None), as the paper runs it",
     "classical": ("OpenCV on grayscale uint8 (cvtColor RGB2GRAY): DIS presets ultrafast/fast/medium; Farneback "
                   f"{FARNEBACK_PARAMS}"),
 }
@@ -173,6 +185,12 @@ def f_score(counts: dict) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r > 0 else 0.0)
 
 
+def map_iou_counts(pred: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
+    """``(|pred & mask|, |pred | mask|)`` pixel counts of two bool ``[B, 1, H, W]`` person maps."""
+    p, m = pred.bool(), mask.bool()
+    return int((p & m).sum()), int((p | m).sum())
+
+
 def classical_local_flow(flow: torch.Tensor) -> torch.Tensor:
     """A flow minus its per-image, per-channel median over the whole frame (global-motion compensation: the
     local flow given to methods without subject motion). ``[B, 2, H, W]`` -> same shape and dtype."""
@@ -209,11 +227,13 @@ def _check_methods(methods, allowed, name="methods") -> tuple[str, ...]:
 
 
 class _Runner:
-    """Computes (world, local) flows ``[B, 2, H, W]`` float32 on the CPU for one method, timing the flow part."""
+    """Computes ``(world, local, person map or None)`` (``[B, 2, H, W]`` x2, ``[B, 1, H, W]`` bool) on the CPU for
+    one method, timing the flow part (a person prior the method needs, MediaPipe's, is part of its time)."""
 
     def __init__(self, method: str, model=None, device="cpu", iters=None):
         self.method, self.model, self.device, self.iters = method, model, torch.device(device), iters
-        self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[method]) if method in _DIS_PRESETS else None
+        self.dis = cv2.DISOpticalFlow_create(_DIS_PRESETS["dis_medium" if method == "dis_mediapipe" else method]) \
+            if method in _DIS_PRESETS or method == "dis_mediapipe" else None
         self.seconds, self.pairs = 0.0, 0
 
     def timing(self) -> dict:
@@ -227,28 +247,44 @@ class _Runner:
     def __call__(self, batch: dict, timed: bool = True):
         f0, f1 = batch["frame0"], batch["frame1"]
         t0 = time.perf_counter()
-        if self.method == "hmore":
+        smap = None
+        if self.method in _MODEL_METHODS:
+            kw = {}
+            if self.method == "hmore" and self.model.config.person_prior:
+                from .data.segment import batch_person_prior
+
+                kw["prior"] = batch_person_prior(f0).to(self.device)
             with torch.inference_mode():
-                out = self.model(f0.to(self.device), f1.to(self.device), iters=self.iters)
+                out = self.model(f0.to(self.device), f1.to(self.device), iters=self.iters, **kw)
                 world = out["world_flow"].float().cpu()
                 local = out["local_flow"].float().cpu()
+                smap = out["subject_map"].float().cpu() > SEGMENTER_THRESHOLD
         elif self.method == "zero":
             world = torch.zeros(f0.shape[0], 2, *f0.shape[2:])
             local = world
         elif self.method == "gt":
-            world, local = batch["world_flow"], batch["local_flow"]
+            world, local, smap = batch["world_flow"], batch["local_flow"], batch["mask0"].bool()
         else:
             g0, g1 = _gray_u8(f0), _gray_u8(f1)
-            world = torch.from_numpy(np.stack([classical_flow(self.method, a, b, self.dis) for a, b in zip(g0, g1)]))
+            flow = "dis_medium" if self.method == "dis_mediapipe" else self.method
+            world = torch.from_numpy(np.stack([classical_flow(flow, a, b, self.dis) for a, b in zip(g0, g1)]))
             world = world.permute(0, 3, 1, 2).contiguous()
             local = None
+            if self.method == "dis_mediapipe":
+                from .data.segment import batch_person_prior
+
+                smap = batch_person_prior(f0) > SEGMENTER_THRESHOLD
+                m = smap.float()
+                v_s = (world * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1.0)
+                world = world * m
+                local = (world - v_s[:, :, None, None]) * m
         self._sync()
         if timed:
             self.seconds += time.perf_counter() - t0
             self.pairs += f0.shape[0]
         if local is None:  # outside the timer: the compensation is part of the metric's definition, not the method
             local = classical_local_flow(world)
-        return world, local
+        return world, local, smap
 
 
 _MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -306,9 +342,14 @@ def load_model(weights="default", device="cpu", **overrides):
 
 
 def _resolve_model(model, methods, device):
-    if "hmore" not in methods:
-        return None, None
-    return load_model("default" if model is None else model, device)
+    """``(model, info, methods)``: the model when a model method is asked for, and the methods to run
+    ("hmore_frames_only" is dropped for a model without a person prior: it would be "hmore" again)."""
+    if not any(m in methods for m in _MODEL_METHODS):
+        return None, None, methods
+    net, info = load_model("default" if model is None else model, device)
+    if not net.config.person_prior:
+        methods = tuple(m for m in methods if m != "hmore_frames_only")
+    return net, info, methods
 
 
 def _check_int(v, name, lo):
@@ -369,8 +410,15 @@ class _SyntheticTotals:
         self.local_sum = 0.0
         self.leak_sum, self.leak_px = 0.0, 0
         self.bnd = {"edge_matched": 0, "edge_pixels": 0, "boundary_matched": 0, "boundary_pixels": 0}
+        self.inter = self.union = 0
+        self.has_map = False
 
-    def update(self, world, local, batch, boundary, edge_threshold, tolerance, dilation):
+    def update(self, world, local, batch, boundary, edge_threshold, tolerance, dilation, smap=None):
+        if smap is not None:
+            self.has_map = True
+            i, u = map_iou_counts(smap, batch["mask0"])
+            self.inter += i
+            self.union += u
         for k, v in body_flow_counts(world, batch["world_flow"], batch["flow_valid"]).items():
             self.world[k] += v
         self.local_sum += body_flow_counts(local, batch["local_flow"], batch["flow_valid"])["epe_sum"]
@@ -388,6 +436,7 @@ class _SyntheticTotals:
                 "px1": self.world["lt1"] / n if n else nan, "px3": self.world["lt3"] / n if n else nan,
                 "background_leakage": self.leak_sum / self.leak_px if self.leak_px else nan,
                 "boundary_precision": p, "boundary_recall": r, "boundary_f": f,
+                "map_iou": (self.inter / self.union if self.union else 1.0) if self.has_map else nan,
                 "body_pixels": n, "background_pixels": self.leak_px, **self.bnd}
 
 
@@ -410,30 +459,68 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
         progress: a tqdm bar on stderr. edge_threshold, tolerance, dilation: the metric parameters
             (:data:`EDGE_THRESHOLD` px/px, :data:`BOUNDARY_TOLERANCE` px, :data:`LEAKAGE_DILATION` px).
     Returns: ``{"kind": "synthetic", "methods": {name: {world_epe, local_epe, px1, px3, background_leakage,
-    boundary_precision, boundary_recall, boundary_f, pairs_per_s, seconds, ...}}, "settings", "config",
+    boundary_precision, boundary_recall, boundary_f, map_iou, pairs_per_s, seconds, ...}}, "settings", "config",
     "model", "definitions", "environment"}``; rates are fractions in [0, 1], EPEs and leakage in px.
     """
-    from .data.synthetic import SPLIT_SEED_OFFSET, SyntheticConfig, SyntheticPairs
+    from .data.synthetic import SyntheticConfig, SyntheticPairs
+
+    H, W = _check_size(size, methods)
+    cfg = SyntheticConfig(height=H, width=W)  # defaults: pan/zoom camera, 1-3 distractors, all five motions
+    seed_base = _check_int(seed_base, "seed_base", 0)
+    res = _evaluate_split("synthetic", lambda n: SyntheticPairs("test", n, cfg, seed_base), model, pairs=pairs,
+                          size=(H, W), methods=methods, device=device, batch_size=batch_size, iters=iters,
+                          progress=progress, edge_threshold=edge_threshold, tolerance=tolerance, dilation=dilation)
+    import dataclasses
+
+    from .data.synthetic import SPLIT_SEED_OFFSET
+
+    res["settings"].update(seed_base=seed_base, first_seed=SPLIT_SEED_OFFSET["test"] + seed_base)
+    res["config"] = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return res
+
+
+def evaluate_photos(model=None, *, pairs: int = 200, size=(256, 256), methods=DEFAULT_METHODS, device="cpu",
+                    batch_size: int = 4, iters: int | None = None, progress: bool = True,
+                    edge_threshold: float = EDGE_THRESHOLD, tolerance: float = BOUNDARY_TOLERANCE,
+                    dilation: int = LEAKAGE_DILATION) -> dict:
+    """The real-photo test split: photographs of people (the held-out test photos only: astronaut,
+    grace_hopper, carphone frames) cut out and composited over held-out background photos, moved rigidly
+    and deformed non-rigidly over a panning, zooming background, with exact flow by construction
+    (:class:`hmore.data.photos.PhotoPairs`, role "test"). Same metrics, arguments and result layout as
+    :func:`evaluate_synthetic` (``"kind": "photos"``)."""
+    from .data.photos import PhotoPairs
+
+    H, W = _check_size(size, methods)
+    return _evaluate_split("photos", lambda n: PhotoPairs("test", n, H, W), model, pairs=pairs, size=(H, W),
+                           methods=methods, device=device, batch_size=batch_size, iters=iters, progress=progress,
+                           edge_threshold=edge_threshold, tolerance=tolerance, dilation=dilation)
+
+
+def _check_size(size, methods) -> tuple[int, int]:
     from .models import MIN_SIZE
 
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        raise ValueError(f"size: expected (H, W), got {size!r}")
+    lo = MIN_SIZE if any(m in methods for m in _MODEL_METHODS) else 32
+    H, W = (_check_int(v, "size", lo) for v in size)
+    return H, W
+
+
+def _evaluate_split(kind, make_dataset, model, *, pairs, size, methods, device, batch_size, iters, progress,
+                    edge_threshold, tolerance, dilation) -> dict:
     methods = _check_methods(methods, METHODS)
     pairs = _check_int(pairs, "pairs", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
-    seed_base = _check_int(seed_base, "seed_base", 0)
     iters = _check_iters(iters)
-    if not (isinstance(size, (list, tuple)) and len(size) == 2):
-        raise ValueError(f"size: expected (H, W), got {size!r}")
-    lo = MIN_SIZE if "hmore" in methods else 32
-    H, W = (_check_int(s, "size", lo) for s in size)
-    cfg = SyntheticConfig(height=H, width=W)  # defaults: pan/zoom camera, 1-3 distractors, all five motions
-    ds = SyntheticPairs("test", pairs, cfg, seed_base)
-    net, info = _resolve_model(model, methods, device)
+    H, W = size
+    ds = make_dataset(pairs)
+    net, info, methods = _resolve_model(model, methods, device)
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     totals = {m: _SyntheticTotals() for m in methods}
     keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0", "occlusion")
     render_s = 0.0
-    occluded = body = 0  # how much self-occlusion the split holds, for the record
-    with _Progress(pairs, f"eval synthetic {W}x{H}", progress, net) as bar:
+    occluded = body = 0  # how much occlusion the split holds, for the record
+    with _Progress(pairs, f"eval {kind} {W}x{H}", progress, net) as bar:
         for start in range(0, pairs, batch_size):
             t0 = time.perf_counter()
             batch = _stack([ds[i] for i in range(start, min(start + batch_size, pairs))], keys)
@@ -444,21 +531,17 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
             for m in methods:
                 if start == 0:
                     runners[m](batch, timed=False)  # warm-up: first-call allocations and lazy inits
-                world, local = runners[m](batch)
-                totals[m].update(world, local, batch, boundary, edge_threshold, tolerance, dilation)
+                world, local, smap = runners[m](batch)
+                totals[m].update(world, local, batch, boundary, edge_threshold, tolerance, dilation, smap)
             bar.update(batch["frame0"].shape[0])
     res = {m: {**totals[m].result(), **runners[m].timing()} for m in methods}
-    import dataclasses
-
     return {
-        "kind": "synthetic", "methods": res,
-        "settings": {"pairs": pairs, "size": [H, W], "split": "test", "seed_base": seed_base,
-                     "first_seed": SPLIT_SEED_OFFSET["test"] + seed_base, "batch_size": batch_size,
+        "kind": kind, "methods": res,
+        "settings": {"pairs": pairs, "size": [H, W], "split": "test", "batch_size": batch_size,
                      "iters": iters if iters is not None else (info or {}).get("iters_default"),
                      "edge_threshold": edge_threshold, "tolerance": tolerance, "dilation": dilation,
                      "render_seconds": render_s,
                      "occluded_body_share": occluded / body if body else float("nan")},
-        "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)},
         "model": info, "definitions": DEFINITIONS, "environment": _environment(device),
     }
 
@@ -503,9 +586,9 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
             clips += find_datasets(f)
         except ValueError as e:
             raise ValueError(f"folders: {e}") from None
-    net, info = _resolve_model(model, methods, device)
+    net, info, methods = _resolve_model(model, methods, device)
     runners = {m: _Runner(m, net, device, iters) for m in methods}
-    zero = {"satisfied": 0, "considered": 0, "on_person": 0.0, "total": 0.0, "pairs": 0}
+    zero = {"satisfied": 0, "considered": 0, "on_person": 0.0, "total": 0.0, "pairs": 0, "inter": 0, "union": 0}
     per = {m: {} for m in methods}
     datasets = [PairDataset(c, augment=False) for c in clips]
     index_lists = []
@@ -525,10 +608,13 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
                                                points_per_bone)
                 offset, valid = hk.skeleton_offset_map(pt, pt1, pc, batch["mask0"])
                 mask = batch["mask0"][:, 0]
+                from .data.segment import batch_person_prior
+
+                selfie = batch_person_prior(batch["frame0"]) > SEGMENTER_THRESHOLD
                 for m in methods:
                     if start == 0 and clip == clips[0]:
                         runners[m](batch, timed=False)
-                    world, _ = runners[m](batch)
+                    world, _, smap = runners[m](batch)
                     s, c = skeleton_satisfaction_counts(world, offset, valid)
                     mag = torch.linalg.vector_norm(world.double(), dim=1)
                     acc = per[m][clip]
@@ -537,12 +623,17 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
                     acc["on_person"] += float(mag[mask].sum())
                     acc["total"] += float(mag.sum())
                     acc["pairs"] += world.shape[0]
+                    if smap is not None:
+                        i, u = map_iou_counts(smap, selfie)
+                        acc["inter"] += i
+                        acc["union"] += u
                 bar.update(batch["frame0"].shape[0])
 
     def summary(a):
         nan = float("nan")
         return {"skeleton_satisfaction": a["satisfied"] / a["considered"] if a["considered"] else nan,
                 "flow_on_person": a["on_person"] / a["total"] if a["total"] > 0 else nan,
+                "map_iou_selfie": a["inter"] / a["union"] if a["union"] else nan,
                 "considered_pixels": a["considered"], "pairs": a["pairs"]}
 
     res = {}
@@ -564,9 +655,14 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
 _SYN_COLUMNS = (("world_epe", "world EPE", "{:.3f}"), ("local_epe", "local EPE", "{:.3f}"), ("px1", "px1 %", "pct"),
                 ("px3", "px3 %", "pct"), ("background_leakage", "bg leak", "{:.3f}"),
                 ("boundary_precision", "bnd P", "{:.3f}"), ("boundary_recall", "bnd R", "{:.3f}"),
-                ("boundary_f", "bnd F", "{:.3f}"), ("pairs_per_s", "pairs/s", "{:.1f}"))
+                ("boundary_f", "bnd F", "{:.3f}"), ("map_iou", "map IoU", "{:.3f}"), ("pairs_per_s", "pairs/s", "{:.1f}"))
 _REAL_COLUMNS = (("skeleton_satisfaction", "skeleton sat. %", "pct"), ("flow_on_person", "flow on person %", "pct"),
+                 ("map_iou_selfie", "map IoU (selfie)", "{:.3f}"),
                  ("considered_pixels", "pixels", "{:d}"), ("pairs", "pairs", "{:d}"), ("pairs_per_s", "pairs/s", "{:.1f}"))
+
+
+# the splits with exact ground truth, in table order: (results key, title)
+_SPLITS = (("synthetic", "Synthetic test split"), ("photos", "Real-photo test split (held-out photos, exact flow)"))
 
 
 def _fmt(v, f):
@@ -594,10 +690,13 @@ def _real_rows(res):
 def format_table(results: dict) -> str:
     """Aligned text tables of ``{"synthetic": ..., "real": ...}`` (either may be missing)."""
     out = []
-    syn = results.get("synthetic")
-    if syn:
+    for kind, title in _SPLITS:
+        syn = results.get(kind)
+        if not syn:
+            continue
         s = syn["settings"]
-        out.append(f"Synthetic test split: {s['pairs']} pairs {s['size'][1]}x{s['size'][0]} (H-MoRe iters {s['iters']}, "
+        out.append(("\n" if out else "") +
+                   f"{title}: {s['pairs']} pairs {s['size'][1]}x{s['size'][0]} (H-MoRe iters {s['iters']}, "
                    f"weights {(syn['model'] or {}).get('weights')}, step {(syn['model'] or {}).get('step')}; "
                    f"{_fmt(s.get('occluded_body_share'), 'pct')} % of body pixels occluded in t+1)")
         rows = [[m] + [_fmt(r.get(k), f) for k, _, f in _SYN_COLUMNS] for m, r in syn["methods"].items()]
@@ -633,13 +732,15 @@ def _json_safe(x):
 
 def _chart_panels(results) -> list[tuple[str, list[str], list[float]]]:
     panels = []
-    syn = results.get("synthetic")
-    if syn:
+    for kind, _ in _SPLITS:
+        syn = results.get(kind)
+        if not syn:
+            continue
         ms = list(syn["methods"])
         for key, title in (("world_epe", "world EPE (px), lower is better"), ("local_epe", "local EPE (px), lower is better"),
                            ("background_leakage", "background leakage (px), lower is better"),
-                           ("boundary_f", "boundary F-score, higher is better")):
-            panels.append((title, ms, [syn["methods"][m][key] for m in ms]))
+                           ("boundary_f", "boundary F-score, higher is better"), ("map_iou", "person map IoU, higher is better")):
+            panels.append((f"{kind}: {title}", ms, [syn["methods"][m][key] for m in ms]))
     real = results.get("real")
     if real:
         ms = list(real["methods"])
@@ -705,13 +806,15 @@ def write_results(results: dict, out_dir: str, prefix: str = "eval") -> dict:
     p = os.path.join(out_dir, f"{prefix}.json")
     atomic_write_json(p, _json_safe(results))
     paths["json"] = p
-    syn = results.get("synthetic")
-    if syn:
+    for kind, _ in _SPLITS:
+        syn = results.get(kind)
+        if not syn:
+            continue
         keys = [k for k, _, _ in _SYN_COLUMNS]
         rows = [[m] + [r.get(k) for k in keys] for m, r in syn["methods"].items()]
-        p = os.path.join(out_dir, f"{prefix}_synthetic.csv")
+        p = os.path.join(out_dir, f"{prefix}_{kind}.csv")
         atomic_write_bytes(p, _csv_bytes(["method"] + keys, rows))
-        paths["csv_synthetic"] = p
+        paths[f"csv_{kind}"] = p
     real = results.get("real")
     if real:
         keys = [k for k, _, _ in _REAL_COLUMNS]
@@ -741,6 +844,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--pairs", type=int, default=200, help="synthetic test pairs (>= 1)")
     q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[256, 256], help="synthetic frame size")
     q.add_argument("--seed-base", type=int, default=0, help="first seed within the synthetic test split")
+    q.add_argument("--photos", type=int, default=200,
+                   help="pairs of the real-photo test split (held-out photos composited with exact flow; 0: skip it)")
     q.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
                    help=f"methods to evaluate, from: {', '.join(METHODS)} ('gt' = the ground truth itself, a ceiling)")
     q.add_argument("--real", nargs="+", default=None, metavar="DIR",
@@ -764,15 +869,20 @@ def run_eval(a) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     methods = _check_methods(a.methods, METHODS, "--methods")
     model = None
-    if "hmore" in methods:
+    if any(m in methods for m in _MODEL_METHODS):
         model, _ = load_model(a.weights, device)
     results = {"synthetic": evaluate_synthetic(model, pairs=a.pairs, size=tuple(a.size), seed_base=a.seed_base,
                                                methods=methods, device=device, batch_size=a.batch_size, iters=a.iters,
                                                progress=not a.quiet)}
+    if isinstance(a.photos, bool) or not isinstance(a.photos, int) or a.photos < 0:
+        raise ValueError(f"--photos: expected an int >= 0, got {a.photos!r}")
+    if a.photos:
+        results["photos"] = evaluate_photos(model, pairs=a.photos, size=tuple(a.size), methods=methods, device=device,
+                                            batch_size=a.batch_size, iters=a.iters, progress=not a.quiet)
     if a.real:
         real_methods = tuple(m for m in REAL_METHODS if m in methods)
         if not real_methods:
-            raise ValueError(f"--real: needs 'hmore' or 'dis_medium' among --methods, got {list(methods)}")
+            raise ValueError(f"--real: needs one of {', '.join(REAL_METHODS)} among --methods, got {list(methods)}")
         results["real"] = evaluate_real(a.real, model, methods=real_methods, device=device, batch_size=a.batch_size,
                                         iters=a.iters, max_pairs=a.real_max_pairs, progress=not a.quiet)
     print(format_table(results))

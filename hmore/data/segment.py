@@ -33,7 +33,7 @@ import numpy as np
 
 from ._io import native_stderr_redirected
 
-__all__ = ["PersonSegmenter", "person_probability", "corrupt_mask", "shift_mask", "run_mediapipe", "quiet_native"]
+__all__ = ["batch_person_prior", "PersonSegmenter", "person_probability", "corrupt_mask", "shift_mask", "run_mediapipe", "quiet_native"]
 
 
 def _check_rgb(name: str, rgb) -> np.ndarray:
@@ -220,6 +220,21 @@ def person_probability(rgb: np.ndarray) -> np.ndarray:
 
 
 # ---- mask corruption -----------------------------------------------------------------------------
+def batch_person_prior(frames):
+    """The person prior of a batch, as H-MoRe's ``prior`` input takes it: ``frames [B, 3, H, W]`` RGB (float in
+    [0, 1] or uint8, a torch tensor) -> ``[B, 1, H, W]`` float32 person probability (CPU), one
+    :func:`person_probability` per frame."""
+    import torch
+
+    if not isinstance(frames, torch.Tensor) or frames.dim() != 4 or frames.shape[1] != 3:
+        got = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
+        raise ValueError(f"frames: expected a torch tensor [B, 3, H, W] of RGB frames, got {got}")
+    if frames.dtype != torch.uint8:
+        frames = (frames.detach().float() * 255.0).round().clamp(0, 255).to(torch.uint8)
+    rgb = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return torch.from_numpy(np.stack([person_probability(x) for x in rgb])[:, None].astype(np.float32))
+
+
 def _disk(r: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
