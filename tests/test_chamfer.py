@@ -30,23 +30,10 @@ ndimage = pytest.importorskip("scipy.ndimage")
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _triton_importable(case: BackendCase) -> None:
-    """Until the Triton module of this family exists, skip its cases (only in that situation)."""
-    if case.name != "triton":
-        return
-    try:
-        import hmore_kernels.triton.chamfer  # noqa: F401
-    except ModuleNotFoundError as e:
-        if "hmore_kernels.triton.chamfer" in str(e):
-            pytest.skip("hmore_kernels/triton/chamfer.py does not exist yet (written by the Triton work)")
-        raise
-
-
 @pytest.fixture(params=BACKEND_PARAMS)
 def bk(request) -> BackendCase:
     case = request.param
     skip_unavailable(case)
-    _triton_importable(case)
     return case
 
 
@@ -222,7 +209,6 @@ class TestNearestNeighbors:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         x, y = rand(gen, 2, 20, 2), rand(gen, 2, 17, 2)
         yl = torch.tensor([17, 4])
         f = torch.compile(lambda a, b, l: hk.nearest_neighbors(a, b, None, l, backend=case.name), fullgraph=True,
@@ -416,7 +402,6 @@ class TestChamferDistance:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         x = rand(gen, 2, 20, 2).requires_grad_()
         y = rand(gen, 2, 17, 2)
         xl = torch.tensor([20, 5])
@@ -457,7 +442,6 @@ def ns(request):
     else:
         case = BackendCase("triton", "cuda" if HAS_GPU else "cpu")
         skip_unavailable(case)
-        _triton_importable(case)
         if HAS_GPU:
             pytest.skip("opcheck of the Triton ops runs on CPU tensors here; GPU runs use tests/test_triton_compile_chamfer.py")
     return request.param
@@ -616,7 +600,6 @@ class TestPatchCentroids:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         w = soft_edges(gen, 1, 9, 14, dtype=torch.float32).requires_grad_()
         o = rand(gen, 1, 2, 9, 14, low=-1)
         f = torch.compile(lambda a, b: hk.patch_centroids(a, 4, b, backend=case.name), fullgraph=True, backend=compile_backend)
@@ -733,7 +716,6 @@ class TestPatchCentroidChamfer:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         a = soft_edges(gen, 1, 12, 16, dtype=torch.float32).requires_grad_()
         b = soft_edges(gen, 1, 12, 16, dtype=torch.float32)
         f = torch.compile(lambda x, y: hk.patch_centroid_chamfer(x, y, patch_sizes=(4, 8), backend=case.name),
@@ -842,7 +824,6 @@ class TestBoundaryChamfer:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         a = torch.rand(2, 1, 8, 12, generator=gen) > 0.8
         b = torch.rand(2, 1, 8, 12, generator=gen) > 0.8
         f = torch.compile(lambda x, y: hk.boundary_chamfer(x, y, backend=case.name), fullgraph=True, backend=compile_backend)

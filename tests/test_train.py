@@ -148,17 +148,24 @@ def test_kill9_never_leaves_a_broken_checkpoint(tmp_path):
 
     cfile.write_text(json.dumps({k: v for k, v in conf.to_dict().items() if k != "out"}))
     cmd = [sys.executable, "-m", "hmore", "train", "--config", str(cfile), "--out", str(out)]
+
+    def newest() -> int:
+        found = find_checkpoints(str(out))
+        return found[0][0] if found else 0
+
     for attempt, delay in enumerate((0.0, 0.7, 1.3, 0.4)):
-        p = subprocess.Popen(cmd + (["--resume"] if attempt else []), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        # kill once the run is writing checkpoints (one per step), at a different moment each time
+        s0 = newest()
+        err = tmp_path / f"stderr{attempt}.txt"
+        with open(err, "w") as ef:
+            p = subprocess.Popen(cmd + (["--resume"] if attempt else []), stdout=subprocess.DEVNULL, stderr=ef)
+        # kill once this attempt is writing checkpoints (one per step), at a different moment each time
         t0 = time.time()
-        n0 = len(find_checkpoints(str(out)))
-        while time.time() - t0 < 120 and p.poll() is None and len(find_checkpoints(str(out))) <= n0 and not (
-                attempt and find_checkpoints(str(out))[0][0] > max(s for s, _ in find_checkpoints(str(out)))):
+        while time.time() - t0 < 120 and p.poll() is None and newest() <= s0:
             time.sleep(0.05)
-            if attempt and time.time() - t0 > 8:
-                break
+        # the kill must land in a live run that has written a checkpoint of its own (a run that crashed on
+        # resume, or a kill during start-up, would prove nothing about the writer)
+        assert p.poll() is None, f"attempt {attempt}: the run ended before the kill:\n{err.read_text()[-2000:]}"
+        assert newest() > s0, f"attempt {attempt}: no checkpoint after step {s0} within 120 s"
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
