@@ -1,6 +1,6 @@
 """hmore_kernels: fused kernels for human-motion and optical-flow models.
 
-Public API (ops.md): the op families' entry points (each with ``backend=``), plus
+Public API (docs/ops.md): the op families' entry points (each with ``backend=``), plus
 :func:`available_backends`, :func:`build_info` and :class:`BackendUnavailable`.
 The native ops live under ``torch.ops.hmore``, the Triton ones under ``torch.ops.hmore_triton``.
 Families: :mod:`hmore_kernels.edges`, :mod:`hmore_kernels.corr`, :mod:`hmore_kernels.chamfer`,

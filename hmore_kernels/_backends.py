@@ -1,4 +1,4 @@
-"""Backend selection shared by every op family (ops.md, "Common rules").
+"""Backend selection shared by every op family (docs/ops.md, "Common rules").
 
 A backend is one implementation of an op: ``reference`` (pure PyTorch), ``cpu`` (the C++ kernels in
 ``_C``), ``cuda`` (the CUDA kernels in ``_C``, built only with a CUDA torch), ``triton`` (Triton kernels,
@@ -167,7 +167,7 @@ def resolve(
 
     ``implemented`` lists the backends this op has; ``cuda_auto`` is the one that the benchmarks showed
     fastest on a GPU (the other GPU backend is the fallback). ``gpu_float64=False`` says the op's GPU
-    backends have no float64 (ops.md: float64 is for reference and cpu, i.e. gradcheck): then "auto"
+    backends have no float64 (docs/ops.md: float64 is for reference and cpu, i.e. gradcheck): then "auto"
     sends float64 CUDA tensors (``dtype``) to the reference rather than to a TypeError.
     """
     if not isinstance(backend, str):

@@ -1,4 +1,4 @@
-"""Argument checks and the backend choice shared by the four op families (ops.md, "Common rules").
+"""Argument checks and the backend choice shared by the four op families (docs/ops.md, "Common rules").
 
 One copy, used by :mod:`~hmore_kernels.edges`, :mod:`~hmore_kernels.corr`, :mod:`~hmore_kernels.chamfer`
 and :mod:`~hmore_kernels.skeleton`, so the messages and limits cannot drift apart. Every check raises
@@ -106,7 +106,7 @@ def compiling() -> bool:
 
 
 def check_values(ok: torch.Tensor, message: str, device_check: bool = True) -> None:
-    """A check on the data's values (ops.md: on the host for CPU tensors, ``torch._assert_async`` on a
+    """A check on the data's values (docs/ops.md: on the host for CPU tensors, ``torch._assert_async`` on a
     GPU, so no host synchronisation). ``ok`` is a 0-dim bool tensor on the data's device."""
     if ok.device.type == "cpu":
         if not compiling() and not bool(ok):

@@ -1,4 +1,4 @@
-"""Chamfer distances and the H-MoRe boundary term (ops.md §3, §5): nearest_neighbors, chamfer_distance,
+"""Chamfer distances and the H-MoRe boundary term (docs/ops.md §3, §5): nearest_neighbors, chamfer_distance,
 patch_centroids, patch_centroid_chamfer, boundary_chamfer.
 
 Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"); see
@@ -53,7 +53,7 @@ def _check_pair(x, y):
 
 def _check_lengths(lengths, name, x, N):
     """[B] int64 in [0, N]: checked on the host for CPU tensors, by a device-side assertion on a GPU
-    (no host synchronisation); never clamped (ops.md, "Non-finite values and value checks")."""
+    (no host synchronisation); never clamped (docs/ops.md, "Non-finite values and value checks")."""
     if lengths is None:
         return
     _tensor(lengths, name)
@@ -90,7 +90,7 @@ def _check_weights(w, name, x, N):
 
 
 def _check_nonnegative(w, name, what):
-    """No negative value (NaN passes: it propagates, ops.md). Host check on CPU, device assertion on a GPU."""
+    """No negative value (NaN passes: it propagates, docs/ops.md). Host check on CPU, device assertion on a GPU."""
     if w.dtype == torch.bool or w.numel() == 0:
         return
     if w.device.type == "cpu":
@@ -237,7 +237,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
 def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3, reduction: str = "mean", *, backend: str = "auto"):
     """The H-MoRe boundary term: multi-scale patch-centroid Chamfer between two soft edge maps.
 
-    At patch size p (ops.md §5): per patch of the ``ceil(H/p) x ceil(W/p)`` grid, masses ``m_a, m_b``,
+    At patch size p (docs/ops.md §5): per patch of the ``ceil(H/p) x ceil(W/p)`` grid, masses ``m_a, m_b``,
     coverages ``r = min(1, m/p)``, centroids ``c`` (the patch centre when ``m <= min_mass``); a patch
     counts when ``m_a + m_b > min_mass`` and adds ``r_a r_b |c_a - c_b| + p |r_a - r_b|``; the scale's
     value is the mean over counted patches (0 if none); the result is the mean over scales. Identical maps
@@ -270,7 +270,7 @@ def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3
     if isinstance(min_mass, bool) or not isinstance(min_mass, (int, float)) or not (min_mass >= 0) or math.isinf(min_mass):
         raise ValueError(f"min_mass: expected a finite float >= 0, got {min_mass!r}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    # Masses are weights: a negative one makes the coverage min(1, m/p) and the value jump (ops.md:
+    # Masses are weights: a negative one makes the coverage min(1, m/p) and the value jump (docs/ops.md:
     # a value out of range is an error, never clamped).
     _check_nonnegative(a, "a", "weights")
     _check_nonnegative(b, "b", "weights")

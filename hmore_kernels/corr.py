@@ -1,4 +1,4 @@
-"""Correlation (ops.md §1): corr_volume, corr_pyramid, corr_lookup, corr_lookup_otf, local_corr and
+"""Correlation (docs/ops.md §1): corr_volume, corr_pyramid, corr_lookup, corr_lookup_otf, local_corr and
 the RAFT drop-in :class:`CorrBlock`.
 
 Feature maps are ``[B, D, H, W]``; coordinates ``[B, 2, H1, W1]`` are (x, y) in pixels of level 0

@@ -1,4 +1,4 @@
-"""Edges and boundaries (ops.md §2): sobel, gradient_magnitude, mask_boundary, flow_edges, canny,
+"""Edges and boundaries (docs/ops.md §2): sobel, gradient_magnitude, mask_boundary, flow_edges, canny,
 distance_transform.
 
 Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"); see

@@ -1,5 +1,5 @@
-"""The skeleton family (ops.md §4, §5): points sampled on the bones of a skeleton, and the per-pixel match
-of a subject mask to them -- the skeleton constraint of H-MoRe's training signal (method.md).
+"""The skeleton family (docs/ops.md §4, §5): points sampled on the bones of a skeleton, and the per-pixel match
+of a subject mask to them -- the skeleton constraint of H-MoRe's training signal (docs/method.md).
 
 * :func:`skeleton_points` samples ``n`` points evenly on every bone, confidence interpolated.
 * :func:`skeleton_match` assigns every mask pixel the point of least confidence-weighted distance.

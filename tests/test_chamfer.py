@@ -1,11 +1,11 @@
-"""Tests of the Chamfer family (ops.md §3, §5): nearest_neighbors, chamfer_distance, patch_centroids,
+"""Tests of the Chamfer family (docs/ops.md §3, §5): nearest_neighbors, chamfer_distance, patch_centroids,
 patch_centroid_chamfer, boundary_chamfer.
 
 Kornia style: every op has test_smoke, test_cardinality, test_against_reference[backend],
 test_against_oracle, test_gradcheck, test_opcheck, test_dynamo, test_exception. The oracles are libraries
 no one here wrote -- SciPy's cKDTree (nearest neighbours, Chamfer, tie resolution through
 query_ball_point) and scipy.ndimage.distance_transform_edt (boundary_chamfer) -- plus all-pairs brute
-force and hand-written loops of the ops.md §5 formulas (patch ops).
+force and hand-written loops of the docs/ops.md §5 formulas (patch ops).
 
 Tile-boundary point counts: the CPU kernel uses tiles of 64 x points and 1024 y points, the Triton kernel
 64 x 64; counts 63/64/65, 127/128/129 and 1023/1024/1025 straddle them. Triton runs through its
@@ -95,7 +95,7 @@ def kdtree_nn(x, y, xl, yl):
 
 
 def kdtree_chamfer(x, y, xl, yl, xw, yw, squared, reduction, bidirectional):
-    """The ops.md §5 chamfer_distance built on cKDTree nearest distances (float64)."""
+    """The docs/ops.md §5 chamfer_distance built on cKDTree nearest distances (float64)."""
     B = x.shape[0]
 
     def directed(src, dst, sl, dl, w):
@@ -460,7 +460,7 @@ def dyn(request):
     return case, compile_backend
 
 
-# ---- patch oracles: plain loops over the ops.md §5 text -------------------------------------------
+# ---- patch oracles: plain loops over the docs/ops.md §5 text -------------------------------------------
 def loop_patch_centroids(w, p, off=None):
     B, _, H, W = w.shape
     Hp, Wp = -(-H // p), -(-W // p)
@@ -489,7 +489,7 @@ def loop_patch_centroids(w, p, off=None):
 
 
 def loop_pcc(a, b, patch_sizes, min_mass):
-    """[B] float64, straight from ops.md §5."""
+    """[B] float64, straight from docs/ops.md §5."""
     B = a.shape[0]
     out = torch.zeros(B, dtype=torch.float64)
     for bb in range(B):
@@ -548,7 +548,7 @@ class TestPatchCentroids:
         assert c.shape == (B, -(-H // p), -(-W // p), 2) and m.shape == (B, -(-H // p), -(-W // p))
 
     def test_against_oracle(self, bk, gen):
-        """Against the hand loop (ops.md's definition), with and without offsets, bool weights too."""
+        """Against the hand loop (docs/ops.md's definition), with and without offsets, bool weights too."""
         B, H, W = (1, 11, 19) if bk.interpreted else (2, 13, 21)
         for p in (1, 4, 5, 32):
             w = soft_edges(gen, B, H, W, dtype=torch.float32)
@@ -643,7 +643,7 @@ class TestPatchCentroidChamfer:
             assert v.shape == ((shape[0],) if reduction == "none" else ()) and v.dtype == torch.float32
 
     def test_against_oracle(self, bk, gen):
-        """The hand loop of the ops.md §5 formula (partial patches, min_mass fallback, mass mismatch)."""
+        """The hand loop of the docs/ops.md §5 formula (partial patches, min_mass fallback, mass mismatch)."""
         B, H, W = (2, 13, 21) if not bk.interpreted else (1, 13, 21)
         a = soft_edges(gen, B, H, W, dtype=torch.float32)
         b = soft_edges(gen, B, H, W, dtype=torch.float32, sparsity=0.8)

@@ -1,4 +1,4 @@
-"""Regression tests of issues 14 and 11: crashes, silent wrong answers, the NaN policy (ops.md, "Non-finite
+"""Regression tests of issues 14 and 11: crashes, silent wrong answers, the NaN policy (docs/ops.md, "Non-finite
 values and value checks"), the integer-argument limits, and the shared validation layer.
 
 Every test here failed before its fix. Snippets that used to kill the process (SIGFPE, SIGSEGV) run in a
@@ -336,7 +336,7 @@ class TestValueChecks:
         for bk in ("reference", "cpu"):
             with pytest.raises(ValueError, match="b: expected weights >= 0, got min -0.5"):
                 hk.patch_centroid_chamfer(a, b, backend=bk)
-        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (ops.md: NaN propagates by the op's own rules)
+        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (docs/ops.md: NaN propagates by the op's own rules)
         got, want = (hk.patch_centroid_chamfer(a, b, backend=bk) for bk in ("cpu", "reference"))
         assert torch.equal(got.isnan(), want.isnan())
 

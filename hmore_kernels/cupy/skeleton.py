@@ -1,7 +1,7 @@
 """CuPy backend of the skeleton family: ``torch.ops.hmore_cupy.{skeleton_points, _skeleton_points_backward,
 skeleton_match, skeleton_offset_map}``, the kernels of ``csrc/skeleton/skeleton_cuda.cu``, the work of
 ``skeleton_cuda.cpp`` here: float16/bfloat16 points are converted to float32 (coordinates and costs are
-float32, ops.md) and the results rounded back; float32 and float64 run natively. The per-point weights are
+float32, docs/ops.md) and the results rounded back; float32 and float64 run natively. The per-point weights are
 computed by the reference's ``point_weights`` (the same ATen sequence as the C++ glue's), in float64.
 """
 from __future__ import annotations
