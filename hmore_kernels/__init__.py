@@ -23,11 +23,9 @@ def _register_native():
     # against a missing op is torchvision's "operator ... does not exist" crash.
     if not native_loaded():
         return
-    from . import _autograd, _fake, _meta_chamfer, _meta_corr, _meta_skeleton
+    from . import _meta_chamfer, _meta_corr, _meta_edges, _meta_skeleton
 
-    _fake.register("hmore")
-    _autograd.register("hmore")
-    for meta in (_meta_corr, _meta_chamfer, _meta_skeleton):
+    for meta in (_meta_edges, _meta_corr, _meta_chamfer, _meta_skeleton):
         meta.register("hmore")
 
 

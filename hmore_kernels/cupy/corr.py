@@ -386,10 +386,6 @@ OPS = {
 }
 
 
-def register():
-    from .. import _meta_corr
+from .. import _meta_corr  # noqa: E402
 
-    define_family(OPS, (_meta_corr.register,))
-
-
-register()
+define_family(OPS, _meta_corr.register)

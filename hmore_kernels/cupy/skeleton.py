@@ -152,10 +152,6 @@ OPS = {"skeleton_points": skeleton_points, "_skeleton_points_backward": skeleton
        "skeleton_match": skeleton_match, "skeleton_offset_map": skeleton_offset_map}
 
 
-def register():
-    from .. import _meta_skeleton
+from .. import _meta_skeleton  # noqa: E402
 
-    define_family(OPS, (_meta_skeleton.register,))
-
-
-register()
+define_family(OPS, _meta_skeleton.register)

@@ -5,8 +5,8 @@ On a GPU every op is a :func:`torch.library.triton_op` launching its kernels thr
 body as the fake kernel (run on FakeTensors, where the wrapped launches do nothing). Its schema is
 inferred from the annotations (torch 2.13 ignores ``schema=``), which matches the C++ one in
 ``csrc/edges/edges.cpp`` except that ``int`` reads ``SymInt``. Under ``TRITON_INTERPRET=1`` the ops are
-plain custom ops with the exact C++ schemas and the fake kernels of :mod:`hmore_kernels._fake` (see
-``_op`` below). Autograd comes from :mod:`hmore_kernels._autograd`, shared with the native namespace.
+plain custom ops with the exact C++ schemas and the fake kernels of :mod:`hmore_kernels._meta_edges` (see
+``_op`` below). Autograd comes from :mod:`hmore_kernels._meta_edges` too, shared with the native namespace.
 
 Layout: NCHW, contiguous (inputs are made so). Image kernels run one program per ``BH x BW`` tile of
 one image, on a flattened 1-D grid ``tiles_per_image * images`` (no 65535 limit on the image count);
@@ -1001,8 +1001,6 @@ def distance_transform(mask: torch.Tensor, return_indices: bool = False) -> tupl
     return dist, idx
 
 
-from .. import _autograd, _fake  # noqa: E402
+from .. import _meta_edges  # noqa: E402
 
-if _INTERPRET:
-    _fake.register("hmore_triton")  # triton_op registers its own body as the fake kernel
-_autograd.register("hmore_triton")
+_meta_edges.register("hmore_triton", fake=_INTERPRET)  # on a GPU, triton_op registers its body as the fake kernel
