@@ -189,6 +189,7 @@ def test_nan_stops_naming_step_and_term(tmp_path, monkeypatch):
     out = tmp_path / "nan"
     train(cfg(out, steps=2))
     before = {p: os.path.getmtime(p) for _, p in find_checkpoints(str(out))}
+    assert before, "no checkpoint to leave untouched: the check below would be vacuous"
     from hmore import losses as L
 
     orig = L.HMoReLoss.forward
