@@ -1,4 +1,4 @@
-"""Benchmark of the Chamfer family (ops.md §3) against torch.cdist + min, the PyTorch reference and SciPy.
+"""Benchmark of the Chamfer family (docs/ops.md §3) against torch.cdist + min, the PyTorch reference and SciPy.
 
     python -m benchmarks.bench_chamfer                  # points, maps and tracking; rows saved
     python -m benchmarks.bench_chamfer --quick --no-save

@@ -1,4 +1,4 @@
-"""Benchmark of the correlation family (ops.md §1) against RAFT's algorithm in PyTorch.
+"""Benchmark of the correlation family (docs/ops.md §1) against RAFT's algorithm in PyTorch.
 
     python -m benchmarks.bench_corr                 # the issue's sizes (the big one once, see below)
     python -m benchmarks.bench_corr --quick --no-save

@@ -1,4 +1,4 @@
-"""Benchmark of the edge family (ops.md §2) against the PyTorch reference, kornia, OpenCV and SciPy.
+"""Benchmark of the edge family (docs/ops.md §2) against the PyTorch reference, kornia, OpenCV and SciPy.
 
     python -m benchmarks.bench_edges                      # every op, the three issue sizes, all backends here
     python -m benchmarks.bench_edges --quick --no-save    # CI smoke: few repeats, under a minute

@@ -1,4 +1,4 @@
-"""Benchmark of the skeleton family (ops.md §4) against the PyTorch reference.
+"""Benchmark of the skeleton family (docs/ops.md §4) against the PyTorch reference.
 
     python -m benchmarks.bench_skeleton                    # every op and size, all backends here
     python -m benchmarks.bench_skeleton --quick --no-save  # smoke: few repeats, the small size only

@@ -1,6 +1,6 @@
 """hmore_kernels: fused kernels for human-motion and optical-flow models.
 
-Public API (ops.md): the op families' entry points (each with ``backend=``), plus
+Public API (docs/ops.md): the op families' entry points (each with ``backend=``), plus
 :func:`available_backends`, :func:`build_info` and :class:`BackendUnavailable`.
 The native ops live under ``torch.ops.hmore``, the Triton ones under ``torch.ops.hmore_triton``.
 Families: :mod:`hmore_kernels.edges`, :mod:`hmore_kernels.corr`, :mod:`hmore_kernels.chamfer`,
@@ -23,11 +23,9 @@ def _register_native():
     # against a missing op is torchvision's "operator ... does not exist" crash.
     if not native_loaded():
         return
-    from . import _autograd, _fake, _meta_chamfer, _meta_corr, _meta_skeleton
+    from . import _meta_chamfer, _meta_corr, _meta_edges, _meta_skeleton
 
-    _fake.register("hmore")
-    _autograd.register("hmore")
-    for meta in (_meta_corr, _meta_chamfer, _meta_skeleton):
+    for meta in (_meta_edges, _meta_corr, _meta_chamfer, _meta_skeleton):
         meta.register("hmore")
 
 

@@ -1,4 +1,4 @@
-"""Backend selection shared by every op family (ops.md, "Common rules").
+"""Backends and their selection, shared by every op family (docs/ops.md, "Common rules").
 
 A backend is one implementation of an op: ``reference`` (pure PyTorch), ``cpu`` (the C++ kernels in
 ``_C``), ``cuda`` (the CUDA kernels in ``_C``, built only with a CUDA torch), ``triton`` (Triton kernels,
@@ -154,42 +154,99 @@ def available_backends() -> dict:
     return out
 
 
-def resolve(
-    op: str,
-    backend: str,
-    device: torch.device,
-    implemented: tuple[str, ...],
-    cuda_auto: str = "cuda",
-    dtype: torch.dtype | None = None,
-    gpu_float64: bool = True,
-) -> str:
-    """The backend that runs ``op`` on tensors of ``device``.
+# ---------------------------------------------------------------------------------------------- picking
+# backend="auto" on a GPU, per op, until GPU benchmarks decide; ops not listed take "cuda".
+# corr: cuBLAS (through at::baddbmm) for the volume and pyramid; the CUDA lookup keeps its window reads in
+# L1; Triton loads 32-channel chunks of D in the memory-free lookup and local_corr where the CUDA kernels
+# loop over D with scalar loads.
+# chamfer: CUDA's column minimum is warp-level instructions (Triton's goes through shared memory);
+# Triton's patch tiles are coalesced across patches; CUDA's distance transform is O(H*W) where Triton's
+# row pass is O(W^2) per row.
+GPU_AUTO = {
+    "corr_lookup_otf": "triton", "local_corr": "triton",
+    "patch_centroids": "triton", "patch_centroid_chamfer": "triton",
+}
 
-    ``implemented`` lists the backends this op has; ``cuda_auto`` is the one that the benchmarks showed
-    fastest on a GPU (the other GPU backend is the fallback). ``gpu_float64=False`` says the op's GPU
-    backends have no float64 (ops.md: float64 is for reference and cpu, i.e. gradcheck): then "auto"
-    sends float64 CUDA tensors (``dtype``) to the reference rather than to a TypeError.
+# Families whose GPU kernels (CUDA and Triton) have no float64 path: under "auto", float64 CUDA tensors
+# go to the reference instead of a TypeError. The edge and skeleton GPU kernels run float64 natively
+# (edges_cuda.cpp, skeleton_cuda.cpp and their Triton twins dispatch on kDouble / tl.float64).
+GPU_NO_FLOAT64 = ("corr", "chamfer")
+
+
+def ops(backend: str):
+    """The op namespace of a resolved backend."""
+    if backend == "cupy":
+        return torch.ops.hmore_cupy
+    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
+
+
+def _load_cupy(family: str) -> None:
+    # the hmore_cupy ops of a family are defined on first use (importing hmore_kernels never imports cupy)
+    if family == "edges":
+        from .cupy import edges as _  # noqa: F401
+    elif family == "corr":
+        from .cupy import corr as _  # noqa: F401
+    elif family == "chamfer":
+        from .cupy import chamfer as _  # noqa: F401
+    else:
+        from .cupy import skeleton as _  # noqa: F401
+
+
+def _load_triton(family: str, op: str) -> None:
+    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton. Plain
+    # import statements (not importlib, which torch.compile refuses to trace) of a module already loaded.
+    try:
+        if family == "edges":
+            from .triton import edges as _  # noqa: F401
+        elif family == "corr":
+            from .triton import corr as _  # noqa: F401
+        elif family == "chamfer":
+            from .triton import chamfer as _  # noqa: F401
+        else:
+            from .triton import skeleton as _  # noqa: F401
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"{op}: backend 'triton' is unavailable: the Triton {family} module cannot be imported ({e})"
+        ) from e
+
+
+def pick(family: str, op: str, backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend that runs ``op`` (of ``family``: "edges", "corr", "chamfer", "skeleton") on tensors of
+    ``device`` and ``dtype``; the one place where a backend is chosen. Every op has every backend.
+
+    ``"auto"``: on CPU tensors the C++ kernel, else the reference; on CUDA tensors :data:`GPU_AUTO`'s
+    choice for the op, then the other GPU backend, then cupy, then the reference; float64 CUDA tensors of
+    the :data:`GPU_NO_FLOAT64` families go to the reference (docs/ops.md: float64 is for reference and cpu,
+    i.e. gradcheck). A backend named explicitly is used or refused with :class:`BackendUnavailable`, never
+    replaced. The Triton or CuPy module of the family is imported when it is picked.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected a str, got {type(backend).__name__}")
-    if backend == "auto" and device.type == "cuda" and dtype == torch.float64 and not gpu_float64:
-        return "reference"
     if backend == "auto":
-        if device.type == "cuda":
-            # cupy: the GPU path of a CPU-only build of _C, before the reference
-            order = [cuda_auto] + [b for b in ("cuda", "triton") if b != cuda_auto] + ["cupy", "reference"]
+        if device.type == "cuda" and dtype == torch.float64 and family in GPU_NO_FLOAT64:
+            b = "reference"
+        elif device.type == "cuda":
+            first = GPU_AUTO.get(op, "cuda")
+            b = "reference"
+            # a plain loop: this runs inside code that torch.compile traces
+            for g in (first, "triton" if first == "cuda" else "cuda", "cupy"):
+                if _reason(g, device) is None:
+                    b = g
+                    break
         else:
-            order = ["cpu", "reference"]
-        for b in order:
-            if b in implemented and _reason(b, device) is None:
-                return b
-        return "reference"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
-    why = "not implemented for this op" if backend not in implemented else _reason(backend, device)
-    if why is not None:
-        ok = [b for b in BACKENDS if b in implemented and _reason(b, device) is None]
-        raise BackendUnavailable(
-            f"{op}: backend {backend!r} is unavailable: {why}. Available for {device.type} tensors: {', '.join(ok)}"
-        )
-    return backend
+            b = "cpu" if _reason("cpu", device) is None else "reference"
+    else:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+        why = _reason(backend, device)
+        if why is not None:
+            ok = [g for g in BACKENDS if _reason(g, device) is None]
+            raise BackendUnavailable(
+                f"{op}: backend {backend!r} is unavailable: {why}. Available for {device.type} tensors: {', '.join(ok)}"
+            )
+        b = backend
+    if b == "triton":
+        _load_triton(family, op)
+    elif b == "cupy":
+        _load_cupy(family)
+    return b

@@ -10,7 +10,7 @@ import torch
 
 
 def _lookup_dtype(t: torch.Tensor) -> torch.dtype:
-    # ops.md §5: float32 output for float16/bfloat16/float32, float64 for float64
+    # docs/ops.md §5: float32 output for float16/bfloat16/float32, float64 for float64
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 

@@ -1,4 +1,4 @@
-"""Argument checks and the backend choice shared by the four op families (ops.md, "Common rules").
+"""Argument checks shared by the four op families (docs/ops.md, "Common rules").
 
 One copy, used by :mod:`~hmore_kernels.edges`, :mod:`~hmore_kernels.corr`, :mod:`~hmore_kernels.chamfer`
 and :mod:`~hmore_kernels.skeleton`, so the messages and limits cannot drift apart. Every check raises
@@ -17,8 +17,6 @@ import math
 import numbers
 
 import torch
-
-from . import _backends
 
 INT32_MAX = 2**31 - 1
 
@@ -106,7 +104,7 @@ def compiling() -> bool:
 
 
 def check_values(ok: torch.Tensor, message: str, device_check: bool = True) -> None:
-    """A check on the data's values (ops.md: on the host for CPU tensors, ``torch._assert_async`` on a
+    """A check on the data's values (docs/ops.md: on the host for CPU tensors, ``torch._assert_async`` on a
     GPU, so no host synchronisation). ``ok`` is a 0-dim bool tensor on the data's device."""
     if ok.device.type == "cpu":
         if not compiling() and not bool(ok):
@@ -119,68 +117,3 @@ def deterministic(flag) -> bool:
     if flag is None:
         return torch.are_deterministic_algorithms_enabled()
     return check_bool(flag, "deterministic")
-
-
-# ---------------------------------------------------------------------------------------------- backends
-IMPLEMENTED = ("reference", "cpu", "cuda", "triton", "cupy")
-
-
-def ops(backend: str):
-    """The op namespace of a resolved backend."""
-    if backend == "cupy":
-        return torch.ops.hmore_cupy
-    return torch.ops.hmore_triton if backend == "triton" else torch.ops.hmore
-
-
-def _load_cupy(family: str) -> None:
-    # the hmore_cupy ops of a family are defined on first use (importing hmore_kernels never imports cupy)
-    if family == "edges":
-        from .cupy import edges as _  # noqa: F401
-    elif family == "corr":
-        from .cupy import corr as _  # noqa: F401
-    elif family == "chamfer":
-        from .cupy import chamfer as _  # noqa: F401
-    else:
-        from .cupy import skeleton as _  # noqa: F401
-
-
-def _load_triton(family: str, op: str) -> None:
-    # The Triton ops are defined on first use, so importing hmore_kernels never imports triton. Plain
-    # import statements (not importlib, which torch.compile refuses to trace) of a module already loaded.
-    try:
-        if family == "edges":
-            from .triton import edges as _  # noqa: F401
-        elif family == "corr":
-            from .triton import corr as _  # noqa: F401
-        elif family == "chamfer":
-            from .triton import chamfer as _  # noqa: F401
-        else:
-            from .triton import skeleton as _  # noqa: F401
-    except ImportError as e:
-        raise _backends.BackendUnavailable(
-            f"{op}: backend 'triton' is unavailable: the Triton {family} module cannot be imported ({e})"
-        ) from e
-
-
-# Families whose GPU kernels (CUDA and Triton) have no float64 path: under "auto", float64 CUDA tensors
-# go to the reference instead of a TypeError. The edge and skeleton GPU kernels run float64 natively
-# (edges_cuda.cpp, skeleton_cuda.cpp and their Triton twins dispatch on kDouble / tl.float64).
-_GPU_NO_FLOAT64 = ("corr", "chamfer")
-
-
-def pick(family: str, op: str, backend: str, device: torch.device, dtype: torch.dtype | None = None,
-         cuda_auto: str = "cuda") -> str:
-    """The backend that runs ``op`` (of ``family``: "edges", "corr", "chamfer", "skeleton").
-
-    The one place where the backend is chosen: ``"auto"`` takes the C++ kernel on CPU tensors and
-    ``cuda_auto`` (the faster GPU backend per the benchmarks) on CUDA tensors; float64 CUDA tensors of
-    the families whose GPU kernels lack float64 go to the reference under ``"auto"``. A backend named
-    explicitly is used or refused with :class:`~hmore_kernels.BackendUnavailable`.
-    """
-    b = _backends.resolve(op, backend, device, IMPLEMENTED, cuda_auto, dtype=dtype,
-                          gpu_float64=family not in _GPU_NO_FLOAT64)
-    if b == "triton":
-        _load_triton(family, op)
-    elif b == "cupy":
-        _load_cupy(family)
-    return b

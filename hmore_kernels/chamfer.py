@@ -1,4 +1,4 @@
-"""Chamfer distances and the H-MoRe boundary term (ops.md §3, §5): nearest_neighbors, chamfer_distance,
+"""Chamfer distances and the H-MoRe boundary term (docs/ops.md §3, §5): nearest_neighbors, chamfer_distance,
 patch_centroids, patch_centroid_chamfer, boundary_chamfer.
 
 Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"); see
@@ -14,11 +14,12 @@ import math
 import torch
 
 from . import _validate as _v
+from ._backends import ops as _ops
+from ._backends import pick as _pick
 from ._validate import check_bool as _check_bool
 from ._validate import check_choice as _check_choice
 from ._validate import check_int as _check_int
 from ._validate import deterministic as _deterministic
-from ._validate import ops as _ops
 from ._validate import tensor as _tensor
 from .reference import chamfer as _ref
 
@@ -53,7 +54,7 @@ def _check_pair(x, y):
 
 def _check_lengths(lengths, name, x, N):
     """[B] int64 in [0, N]: checked on the host for CPU tensors, by a device-side assertion on a GPU
-    (no host synchronisation); never clamped (ops.md, "Non-finite values and value checks")."""
+    (no host synchronisation); never clamped (docs/ops.md, "Non-finite values and value checks")."""
     if lengths is None:
         return
     _tensor(lengths, name)
@@ -90,7 +91,7 @@ def _check_weights(w, name, x, N):
 
 
 def _check_nonnegative(w, name, what):
-    """No negative value (NaN passes: it propagates, ops.md). Host check on CPU, device assertion on a GPU."""
+    """No negative value (NaN passes: it propagates, docs/ops.md). Host check on CPU, device assertion on a GPU."""
     if w.dtype == torch.bool or w.numel() == 0:
         return
     if w.device.type == "cpu":
@@ -113,17 +114,6 @@ def _check_map(t, name, allow_bool=True):
         raise TypeError(f"{name}: expected a bool or floating-point tensor, got {t.dtype}")
 
 
-# backend="auto" on a GPU, per op, until GPU benchmarks decide: CUDA's column minimum is warp-level
-# instructions (Triton's goes through shared memory); Triton's patch tiles are coalesced across patches;
-# CUDA's distance transform is O(H*W) where Triton's row pass is O(W^2) per row.
-_CUDA_AUTO = {"nearest_neighbors": "cuda", "chamfer_distance": "cuda", "patch_centroids": "triton",
-              "patch_centroid_chamfer": "triton", "boundary_chamfer": "cuda"}
-
-
-def _pick(op, backend, device, dtype=None):
-    return _v.pick("chamfer", op, backend, device, dtype, _CUDA_AUTO[op])
-
-
 def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, *, backend: str = "auto"):
     """Nearest point of ``y`` for every point of ``x`` (exact, brute force in cache-sized tiles).
 
@@ -138,7 +128,7 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, *, backend: str = "a
     _check_pair(x, y)
     _check_lengths(x_lengths, "x_lengths", x, x.shape[1])
     _check_lengths(y_lengths, "y_lengths", x, y.shape[1])
-    b = _pick("nearest_neighbors", backend, x.device, x.dtype)
+    b = _pick("chamfer", "nearest_neighbors", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.nearest_neighbors(x, y, x_lengths, y_lengths)
     return _ops(b).nearest_neighbors(x.detach(), y.detach(), x_lengths, y_lengths)
@@ -187,7 +177,7 @@ def chamfer_distance(
     squared = _check_bool(squared, "squared")
     bidirectional = _check_bool(bidirectional, "bidirectional")
     det = _deterministic(deterministic)
-    b = _pick("chamfer_distance", backend, x.device, x.dtype)
+    b = _pick("chamfer", "chamfer_distance", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.chamfer_distance(x, y, x_lengths, y_lengths, x_weights, y_weights, squared, reduction, bidirectional)
     value, _, _ = _ops(b).chamfer_distance(
@@ -228,7 +218,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
         if offsets.dtype not in _FLOATS:
             raise TypeError(f"offsets: expected a floating-point tensor, got {offsets.dtype}")
         _v.check_same_device(offsets, "offsets", weights, "weights")
-    b = _pick("patch_centroids", backend, weights.device, weights.dtype)
+    b = _pick("chamfer", "patch_centroids", backend, weights.device, weights.dtype)
     if b == "reference":
         return _ref.patch_centroids(weights, patch_size, offsets)
     return _ops(b).patch_centroids(weights, int(patch_size), offsets)
@@ -237,7 +227,7 @@ def patch_centroids(weights, patch_size: int, offsets=None, *, backend: str = "a
 def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3, reduction: str = "mean", *, backend: str = "auto"):
     """The H-MoRe boundary term: multi-scale patch-centroid Chamfer between two soft edge maps.
 
-    At patch size p (ops.md §5): per patch of the ``ceil(H/p) x ceil(W/p)`` grid, masses ``m_a, m_b``,
+    At patch size p (docs/ops.md §5): per patch of the ``ceil(H/p) x ceil(W/p)`` grid, masses ``m_a, m_b``,
     coverages ``r = min(1, m/p)``, centroids ``c`` (the patch centre when ``m <= min_mass``); a patch
     counts when ``m_a + m_b > min_mass`` and adds ``r_a r_b |c_a - c_b| + p |r_a - r_b|``; the scale's
     value is the mean over counted patches (0 if none); the result is the mean over scales. Identical maps
@@ -270,11 +260,11 @@ def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass: float = 1e-3
     if isinstance(min_mass, bool) or not isinstance(min_mass, (int, float)) or not (min_mass >= 0) or math.isinf(min_mass):
         raise ValueError(f"min_mass: expected a finite float >= 0, got {min_mass!r}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    # Masses are weights: a negative one makes the coverage min(1, m/p) and the value jump (ops.md:
+    # Masses are weights: a negative one makes the coverage min(1, m/p) and the value jump (docs/ops.md:
     # a value out of range is an error, never clamped).
     _check_nonnegative(a, "a", "weights")
     _check_nonnegative(b, "b", "weights")
-    bk = _pick("patch_centroid_chamfer", backend, a.device, a.dtype)
+    bk = _pick("chamfer", "patch_centroid_chamfer", backend, a.device, a.dtype)
     if bk == "reference":
         return _ref.patch_centroid_chamfer(a, b, tuple(ps), float(min_mass), reduction)
     return _ops(bk).patch_centroid_chamfer(a, b, [int(p) for p in ps], float(min_mass), reduction)
@@ -307,7 +297,7 @@ def boundary_chamfer(a, b, reduction: str = "mean", *, backend: str = "auto"):
     if b.device != a.device:
         raise ValueError(f"b: expected a tensor on {a.device} like a, got {b.device}")
     _check_choice(reduction, "reduction", _REDUCTIONS)
-    bk = _pick("boundary_chamfer", backend, a.device, a.dtype)
+    bk = _pick("chamfer", "boundary_chamfer", backend, a.device, a.dtype)
     if bk == "reference":
         return _ref.boundary_chamfer(a, b, reduction)
     return _ops(bk).boundary_chamfer(a, b, reduction)

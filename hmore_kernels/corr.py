@@ -1,4 +1,4 @@
-"""Correlation (ops.md §1): corr_volume, corr_pyramid, corr_lookup, corr_lookup_otf, local_corr and
+"""Correlation (docs/ops.md §1): corr_volume, corr_pyramid, corr_lookup, corr_lookup_otf, local_corr and
 the RAFT drop-in :class:`CorrBlock`.
 
 Feature maps are ``[B, D, H, W]``; coordinates ``[B, 2, H1, W1]`` are (x, y) in pixels of level 0
@@ -15,9 +15,10 @@ import os
 import torch
 
 from . import _validate as _v
+from ._backends import ops as _ops
+from ._backends import pick as _pick
 from ._validate import check_int as _check_int
 from ._validate import deterministic as _deterministic
-from ._validate import ops as _ops
 from ._validate import tensor as _tensor
 from .reference import corr as _ref
 
@@ -113,18 +114,6 @@ def _check_pyramid(pyramid):
             )
 
 
-# ---------------------------------------------------------------------------------------------- backends
-# backend="auto" on a GPU, per op, until GPU benchmarks decide: cuBLAS (through at::baddbmm) for the
-# volume and pyramid; the CUDA lookup keeps its window reads in L1; Triton loads 32-channel chunks of D
-# in the memory-free lookup and local_corr where the CUDA kernels loop over D with scalar loads.
-_CUDA_AUTO = {"corr_volume": "cuda", "corr_pyramid": "cuda", "corr_lookup": "cuda",
-              "corr_lookup_otf": "triton", "local_corr": "triton"}
-
-
-def _pick(op, backend, device, dtype=None):
-    return _v.pick("corr", op, backend, device, dtype, _CUDA_AUTO[op])
-
-
 # ---------------------------------------------------------------------------------------------- ops
 def corr_volume(fmap1: torch.Tensor, fmap2: torch.Tensor, scale: float | None = None, *, backend: str = "auto"):
     """All-pairs correlation volume.
@@ -138,7 +127,7 @@ def corr_volume(fmap1: torch.Tensor, fmap2: torch.Tensor, scale: float | None = 
     """
     _check_pair(fmap1, fmap2)
     scale = _check_scale(scale)
-    b = _pick("corr_volume", backend, fmap1.device, fmap1.dtype)
+    b = _pick("corr", "corr_volume", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_volume(fmap1, fmap2, scale)
     return _ops(b).corr_volume(fmap1, fmap2, scale)
@@ -158,7 +147,7 @@ def corr_pyramid(
     _check_pair(fmap1, fmap2)
     num_levels = _check_int(num_levels, "num_levels", 1)
     scale = _check_scale(scale)
-    b = _pick("corr_pyramid", backend, fmap1.device, fmap1.dtype)
+    b = _pick("corr", "corr_pyramid", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_pyramid(fmap1, fmap2, num_levels, scale)
     return list(_ops(b).corr_pyramid(fmap1, fmap2, num_levels, scale))
@@ -202,7 +191,7 @@ def corr_lookup(
     radius = _check_taps(radius, len(pyramid))
     _check_layout(layout)
     det = _deterministic(deterministic)
-    b = _pick("corr_lookup", backend, coords.device, pyramid[0].dtype if len(pyramid) else None)
+    b = _pick("corr", "corr_lookup", backend, coords.device, pyramid[0].dtype if len(pyramid) else None)
     if b == "reference":
         return _ref.corr_lookup(list(pyramid), coords, radius, layout)
     return _ops(b).corr_lookup(list(pyramid), coords, radius, layout, det)
@@ -241,7 +230,7 @@ def corr_lookup_otf(
     scale = _check_scale(scale)
     _check_layout(layout)
     det = _deterministic(deterministic)
-    b = _pick("corr_lookup_otf", backend, fmap1.device, fmap1.dtype)
+    b = _pick("corr", "corr_lookup_otf", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.corr_lookup_otf(fmap1, fmap2, coords, radius, num_levels, scale, layout)
     return _ops(b).corr_lookup_otf(fmap1, fmap2, coords, radius, num_levels, scale, layout, det)
@@ -275,7 +264,7 @@ def local_corr(
     stride = _check_int(stride, "stride", 1)
     dilation = _check_int(dilation, "dilation", 1)
     scale = _check_scale(scale)
-    b = _pick("local_corr", backend, fmap1.device, fmap1.dtype)
+    b = _pick("corr", "local_corr", backend, fmap1.device, fmap1.dtype)
     if b == "reference":
         return _ref.local_corr(fmap1, fmap2, max_displacement, stride, dilation, scale)
     return _ops(b).local_corr(fmap1, fmap2, max_displacement, stride, dilation, scale)

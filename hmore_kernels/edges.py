@@ -1,4 +1,4 @@
-"""Edges and boundaries (ops.md §2): sobel, gradient_magnitude, mask_boundary, flow_edges, canny,
+"""Edges and boundaries (docs/ops.md §2): sobel, gradient_magnitude, mask_boundary, flow_edges, canny,
 distance_transform.
 
 Every function takes ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"); see
@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from . import _validate as _v
+from ._backends import ops as _ops
+from ._backends import pick as _pick
 from ._validate import check_bool as _check_bool
 from ._validate import check_choice as _check_choice
 from ._validate import check_int as _check_int
-from ._validate import ops as _ops
 from ._validate import tensor as _tensor
 from .reference import edges as _ref
 
@@ -45,10 +46,6 @@ def _check_mask(mask, name, like=None, allow_bool=True):
         _v.check_same_device(mask, name, ref, ref_name)
 
 
-def _pick(op, backend, x):
-    return _v.pick("edges", op, backend, x.device, x.dtype)
-
-
 def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate", *, backend: str = "auto") -> torch.Tensor:
     """3x3 Sobel derivatives of every channel.
 
@@ -63,7 +60,7 @@ def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate", *
     _check_image(x, "x")
     normalized = _check_bool(normalized, "normalized")
     _check_choice(border, "border", _BORDERS)
-    b = _pick("sobel", backend, x)
+    b = _pick("edges", "sobel", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.sobel(x, normalized, border)
     return _ops(b).sobel(x, normalized, border)
@@ -87,7 +84,7 @@ def gradient_magnitude(
     _check_choice(kernel, "kernel", ("sobel", "scharr"))
     _check_choice(reduce, "reduce", ("sum", "none"))
     eps = _v.check_float(eps, "eps", minimum=0.0)
-    b = _pick("gradient_magnitude", backend, x)
+    b = _pick("edges", "gradient_magnitude", backend, x.device, x.dtype)
     if b == "reference":
         return _ref.gradient_magnitude(x, kernel, reduce, eps)
     return _ops(b).gradient_magnitude(x, kernel, reduce, eps)
@@ -109,7 +106,7 @@ def mask_boundary(mask: torch.Tensor, mode: str = "inner", width: int = 1, *, ba
     _check_mask(mask, "mask")
     _check_choice(mode, "mode", ("inner", "outer", "thick"))
     width = _check_int(width, "width", 1)
-    b = _pick("mask_boundary", backend, mask)
+    b = _pick("edges", "mask_boundary", backend, mask.device, mask.dtype)
     if b == "reference":
         return _ref.mask_boundary(mask, mode, width)
     return _ops(b).mask_boundary(mask, mode, width)
@@ -141,7 +138,7 @@ def flow_edges(
             raise ValueError("mask: flow_edges has no gradient with respect to the mask (a training target); pass mask.detach()")
     band = _check_int(band, "band", 1, allow_none=True)
     normalize = _check_bool(normalize, "normalize")
-    b = _pick("flow_edges", backend, flow)
+    b = _pick("edges", "flow_edges", backend, flow.device, flow.dtype)
     if b == "reference":
         return _ref.flow_edges(flow, mask, band, normalize)
     return _ops(b).flow_edges(flow, mask, band, normalize)
@@ -178,7 +175,7 @@ def canny(
     l2_gradient = _check_bool(l2_gradient, "l2_gradient")
     if img.requires_grad:
         raise ValueError("img: canny is not differentiable; pass img.detach()")
-    b = _pick("canny", backend, img)
+    b = _pick("edges", "canny", backend, img.device, img.dtype)
     if b == "reference":
         return _ref.canny(img, low, high, 3, l2_gradient)
     return _ops(b).canny(img, low, high, 3, l2_gradient)
@@ -202,7 +199,7 @@ def distance_transform(mask: torch.Tensor, return_indices: bool = False, *, back
     if mask.requires_grad:
         raise ValueError("mask: distance_transform is not differentiable; pass mask.detach()")
     return_indices = _check_bool(return_indices, "return_indices")
-    b = _pick("distance_transform", backend, mask)
+    b = _pick("edges", "distance_transform", backend, mask.device, mask.dtype)
     if b == "reference":
         d, i = _ref.distance_transform(mask, return_indices)
     else:

@@ -1,4 +1,4 @@
-"""Keypoint layouts (COCO-17, BlazePose-33, H36M-17) and conversion between them (ops.md section 4).
+"""Keypoint layouts (COCO-17, BlazePose-33, H36M-17) and conversion between them (docs/ops.md section 4).
 
 A :class:`Layout` names its joints, lists the bones the skeleton constraint samples points on, and gives
 the left/right mirror permutation that a horizontal flip needs. :func:`convert_keypoints` maps keypoints

@@ -1,5 +1,5 @@
-"""The skeleton family (ops.md §4, §5): points sampled on the bones of a skeleton, and the per-pixel match
-of a subject mask to them -- the skeleton constraint of H-MoRe's training signal (method.md).
+"""The skeleton family (docs/ops.md §4, §5): points sampled on the bones of a skeleton, and the per-pixel match
+of a subject mask to them -- the skeleton constraint of H-MoRe's training signal (docs/method.md).
 
 * :func:`skeleton_points` samples ``n`` points evenly on every bone, confidence interpolated.
 * :func:`skeleton_match` assigns every mask pixel the point of least confidence-weighted distance.
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 
 from . import _validate as _v
+from ._backends import ops as _ops
+from ._backends import pick as _pick
 from ._validate import check_int as _check_int
-from ._validate import ops as _ops
 from ._validate import tensor as _tensor
 from .layouts import BLAZEPOSE33, COCO17, H36M17, LAYOUTS, Layout, convert_keypoints  # noqa: F401
 from .reference import skeleton as _ref
@@ -40,10 +41,6 @@ def _check_points(pts, pn, conf, cn, what):
     if conf.dtype != pts.dtype:
         raise TypeError(f"{cn}: expected dtype {pts.dtype} like {pn}, got {conf.dtype}")
     _v.check_same_device(conf, cn, pts, pn)
-
-
-def _pick(op, backend, t):
-    return _v.pick("skeleton", op, backend, t.device, t.dtype)
 
 
 def _bones_tensor(bones, J: int, device) -> torch.Tensor:
@@ -107,7 +104,7 @@ def skeleton_points(
     if bt.shape[0] * points_per_bone > _v.INT32_MAX:
         raise ValueError(f"points_per_bone: expected E * points_per_bone <= {_v.INT32_MAX} (point indices are "
                          f"32-bit), got {bt.shape[0]} * {points_per_bone}")
-    b = _pick("skeleton_points", backend, joints)
+    b = _pick("skeleton", "skeleton_points", backend, joints.device, joints.dtype)
     if b == "reference":
         if isinstance(bones, torch.Tensor) and bt.numel() and not bool(((bt >= 0) & (bt < joints.shape[1])).all()):
             raise ValueError(f"bones: expected joint indices in [0, {joints.shape[1]}), got values from "
@@ -168,7 +165,7 @@ def skeleton_match(
         ``c > eps``. No gradient: raises ``ValueError`` if an input requires grad.
     """
     _check_match(points, "points", conf, mask, eps, "skeleton_match")
-    b = _pick("skeleton_match", backend, points)
+    b = _pick("skeleton", "skeleton_match", backend, points.device, points.dtype)
     if b == "reference":
         return _ref.skeleton_match(points, conf, mask, float(eps))
     return _ops(b).skeleton_match(points, conf, mask, float(eps))
@@ -197,7 +194,7 @@ def skeleton_offset_map(
         float16/bfloat16 differences are computed in float32, then rounded). No gradient.
     """
     _check_match(points_t, "points_t", conf, mask, eps, "skeleton_offset_map", pts1=points_t1)
-    b = _pick("skeleton_offset_map", backend, points_t)
+    b = _pick("skeleton", "skeleton_offset_map", backend, points_t.device, points_t.dtype)
     if b == "reference":
         return _ref.skeleton_offset_map(points_t, points_t1, conf, mask, float(eps))
     return _ops(b).skeleton_offset_map(points_t, points_t1, conf, mask, float(eps))

@@ -45,7 +45,7 @@ class BackendCase:
 
     @property
     def float64(self) -> bool:
-        """ops.md: float64 is supported by the reference and cpu backends (for gradcheck)."""
+        """docs/ops.md: float64 is supported by the reference and cpu backends (for gradcheck)."""
         return self.name in ("reference", "cpu")
 
     @property

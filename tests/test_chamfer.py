@@ -1,11 +1,11 @@
-"""Tests of the Chamfer family (ops.md §3, §5): nearest_neighbors, chamfer_distance, patch_centroids,
+"""Tests of the Chamfer family (docs/ops.md §3, §5): nearest_neighbors, chamfer_distance, patch_centroids,
 patch_centroid_chamfer, boundary_chamfer.
 
 Kornia style: every op has test_smoke, test_cardinality, test_against_reference[backend],
 test_against_oracle, test_gradcheck, test_opcheck, test_dynamo, test_exception. The oracles are libraries
 no one here wrote -- SciPy's cKDTree (nearest neighbours, Chamfer, tie resolution through
 query_ball_point) and scipy.ndimage.distance_transform_edt (boundary_chamfer) -- plus all-pairs brute
-force and hand-written loops of the ops.md §5 formulas (patch ops).
+force and hand-written loops of the docs/ops.md §5 formulas (patch ops).
 
 Tile-boundary point counts: the CPU kernel uses tiles of 64 x points and 1024 y points, the Triton kernel
 64 x 64; counts 63/64/65, 127/128/129 and 1023/1024/1025 straddle them. Triton runs through its
@@ -30,23 +30,10 @@ ndimage = pytest.importorskip("scipy.ndimage")
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _triton_importable(case: BackendCase) -> None:
-    """Until the Triton module of this family exists, skip its cases (only in that situation)."""
-    if case.name != "triton":
-        return
-    try:
-        import hmore_kernels.triton.chamfer  # noqa: F401
-    except ModuleNotFoundError as e:
-        if "hmore_kernels.triton.chamfer" in str(e):
-            pytest.skip("hmore_kernels/triton/chamfer.py does not exist yet (written by the Triton work)")
-        raise
-
-
 @pytest.fixture(params=BACKEND_PARAMS)
 def bk(request) -> BackendCase:
     case = request.param
     skip_unavailable(case)
-    _triton_importable(case)
     return case
 
 
@@ -108,7 +95,7 @@ def kdtree_nn(x, y, xl, yl):
 
 
 def kdtree_chamfer(x, y, xl, yl, xw, yw, squared, reduction, bidirectional):
-    """The ops.md §5 chamfer_distance built on cKDTree nearest distances (float64)."""
+    """The docs/ops.md §5 chamfer_distance built on cKDTree nearest distances (float64)."""
     B = x.shape[0]
 
     def directed(src, dst, sl, dl, w):
@@ -222,7 +209,6 @@ class TestNearestNeighbors:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         x, y = rand(gen, 2, 20, 2), rand(gen, 2, 17, 2)
         yl = torch.tensor([17, 4])
         f = torch.compile(lambda a, b, l: hk.nearest_neighbors(a, b, None, l, backend=case.name), fullgraph=True,
@@ -416,7 +402,6 @@ class TestChamferDistance:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         x = rand(gen, 2, 20, 2).requires_grad_()
         y = rand(gen, 2, 17, 2)
         xl = torch.tensor([20, 5])
@@ -457,7 +442,6 @@ def ns(request):
     else:
         case = BackendCase("triton", "cuda" if HAS_GPU else "cpu")
         skip_unavailable(case)
-        _triton_importable(case)
         if HAS_GPU:
             pytest.skip("opcheck of the Triton ops runs on CPU tensors here; GPU runs use tests/test_triton_compile_chamfer.py")
     return request.param
@@ -476,7 +460,7 @@ def dyn(request):
     return case, compile_backend
 
 
-# ---- patch oracles: plain loops over the ops.md §5 text -------------------------------------------
+# ---- patch oracles: plain loops over the docs/ops.md §5 text -------------------------------------------
 def loop_patch_centroids(w, p, off=None):
     B, _, H, W = w.shape
     Hp, Wp = -(-H // p), -(-W // p)
@@ -505,7 +489,7 @@ def loop_patch_centroids(w, p, off=None):
 
 
 def loop_pcc(a, b, patch_sizes, min_mass):
-    """[B] float64, straight from ops.md §5."""
+    """[B] float64, straight from docs/ops.md §5."""
     B = a.shape[0]
     out = torch.zeros(B, dtype=torch.float64)
     for bb in range(B):
@@ -564,7 +548,7 @@ class TestPatchCentroids:
         assert c.shape == (B, -(-H // p), -(-W // p), 2) and m.shape == (B, -(-H // p), -(-W // p))
 
     def test_against_oracle(self, bk, gen):
-        """Against the hand loop (ops.md's definition), with and without offsets, bool weights too."""
+        """Against the hand loop (docs/ops.md's definition), with and without offsets, bool weights too."""
         B, H, W = (1, 11, 19) if bk.interpreted else (2, 13, 21)
         for p in (1, 4, 5, 32):
             w = soft_edges(gen, B, H, W, dtype=torch.float32)
@@ -616,7 +600,6 @@ class TestPatchCentroids:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         w = soft_edges(gen, 1, 9, 14, dtype=torch.float32).requires_grad_()
         o = rand(gen, 1, 2, 9, 14, low=-1)
         f = torch.compile(lambda a, b: hk.patch_centroids(a, 4, b, backend=case.name), fullgraph=True, backend=compile_backend)
@@ -660,7 +643,7 @@ class TestPatchCentroidChamfer:
             assert v.shape == ((shape[0],) if reduction == "none" else ()) and v.dtype == torch.float32
 
     def test_against_oracle(self, bk, gen):
-        """The hand loop of the ops.md §5 formula (partial patches, min_mass fallback, mass mismatch)."""
+        """The hand loop of the docs/ops.md §5 formula (partial patches, min_mass fallback, mass mismatch)."""
         B, H, W = (2, 13, 21) if not bk.interpreted else (1, 13, 21)
         a = soft_edges(gen, B, H, W, dtype=torch.float32)
         b = soft_edges(gen, B, H, W, dtype=torch.float32, sparsity=0.8)
@@ -733,7 +716,6 @@ class TestPatchCentroidChamfer:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         a = soft_edges(gen, 1, 12, 16, dtype=torch.float32).requires_grad_()
         b = soft_edges(gen, 1, 12, 16, dtype=torch.float32)
         f = torch.compile(lambda x, y: hk.patch_centroid_chamfer(x, y, patch_sizes=(4, 8), backend=case.name),
@@ -842,7 +824,6 @@ class TestBoundaryChamfer:
 
     def test_dynamo(self, gen, dyn):
         case, compile_backend = dyn
-        _triton_importable(case)
         a = torch.rand(2, 1, 8, 12, generator=gen) > 0.8
         b = torch.rand(2, 1, 8, 12, generator=gen) > 0.8
         f = torch.compile(lambda x, y: hk.boundary_chamfer(x, y, backend=case.name), fullgraph=True, backend=compile_backend)

@@ -1,4 +1,4 @@
-"""Tests of the correlation family (ops.md §1, §5): corr_volume, corr_pyramid, corr_lookup,
+"""Tests of the correlation family (docs/ops.md §1, §5): corr_volume, corr_pyramid, corr_lookup,
 corr_lookup_otf, local_corr, CorrBlock.
 
 Kornia style: per op test_smoke/cardinality, test_against_reference[backend], an outside oracle
@@ -41,7 +41,7 @@ def call(case: BackendCase, op: str, *args, **kwargs):
 
 def float_case(case: BackendCase, dtype):
     if dtype == torch.float64 and not case.float64:
-        pytest.skip(f"float64 is supported by the reference and cpu backends only (ops.md), not {case.name}")
+        pytest.skip(f"float64 is supported by the reference and cpu backends only (docs/ops.md), not {case.name}")
 
 
 def randn(gen, *shape, dtype=torch.float32, device="cpu"):

@@ -1,4 +1,4 @@
-"""Tests of the edge/boundary family (ops.md §2, §5): sobel, gradient_magnitude, mask_boundary,
+"""Tests of the edge/boundary family (docs/ops.md §2, §5): sobel, gradient_magnitude, mask_boundary,
 flow_edges, canny, distance_transform.
 
 Kornia style: every op has the same test methods -- test_smoke, test_cardinality,
@@ -43,7 +43,7 @@ ORACLE_PARAMS = [pytest.param(BackendCase("reference", "cpu"), id="reference")] 
     p for p in BACKEND_PARAMS if p.values[0].name != "reference"
 ]
 
-# Shapes with B = 0, H = 1, W = 1, 1x1, odd sizes and an empty spatial axis (ops.md: empty in, empty out).
+# Shapes with B = 0, H = 1, W = 1, 1x1, odd sizes and an empty spatial axis (docs/ops.md: empty in, empty out).
 CARD_SHAPES = [(2, 3, 5, 7), (0, 3, 5, 7), (2, 3, 1, 7), (2, 3, 5, 1), (1, 1, 1, 1), (1, 2, 9, 13), (1, 1, 0, 4), (1, 1, 3, 0)]
 
 
@@ -56,7 +56,7 @@ def image_shapes(case: BackendCase, C=3):
 
 def float_case(case: BackendCase, dtype):
     if dtype == torch.float64 and not case.float64:
-        pytest.skip(f"float64 is supported by the reference and cpu backends only (ops.md), not {case.name}")
+        pytest.skip(f"float64 is supported by the reference and cpu backends only (docs/ops.md), not {case.name}")
 
 
 def call(case: BackendCase, op: str, *args, **kwargs):
@@ -97,9 +97,9 @@ class TestBackends:
     def test_auto_resolves_to_cpu(self, gen):
         if hk.available_backends()["cpu"] is not True:
             pytest.skip("cpu backend unavailable (test_native_extension_built reports why)")
-        from hmore_kernels import _validate
+        from hmore_kernels import _backends
 
-        assert _validate.pick("edges", "sobel", "auto", torch.device("cpu")) == "cpu"
+        assert _backends.pick("edges", "sobel", "auto", torch.device("cpu")) == "cpu"
         x = rand(gen, 2, 3, 9, 11)
         assert torch.equal(hk.sobel(x), hk.sobel(x, backend="cpu"))
         assert torch.equal(hk.sobel(x), torch.ops.hmore.sobel(x, True, "replicate"))
@@ -139,7 +139,7 @@ class TestSobel:
         ramp_y = torch.arange(H, dtype=torch.float32)[:, None].expand(1, 1, H, W).to(backend.device)
         g = call(backend, "sobel", ramp_x)
         assert g.shape == (1, 1, 2, H, W) and g.dtype == torch.float32 and g.device.type == backend.device
-        # ops.md §5: a ramp of slope 1 gives 1; derivatives point right (x) and down (y).
+        # docs/ops.md §5: a ramp of slope 1 gives 1; derivatives point right (x) and down (y).
         assert_close(g[:, :, 0, :, 1:-1], torch.ones(1, 1, H, W - 2, device=backend.device), msg="d/dx of x-ramp")
         assert_close(g[:, :, 1], torch.zeros(1, 1, H, W, device=backend.device), msg="d/dy of x-ramp")
         g = call(backend, "sobel", ramp_y, normalized=False)
@@ -231,7 +231,7 @@ class TestSobel:
         check_cuda_on_cpu_tensors(lambda b: hk.sobel(x, backend=b))
         if hk.available_backends()["cpu"] is not True:
             pytest.skip("cpu backend unavailable")
-        # ops.md: float16/bfloat16 are GPU dtypes; the cpu backend refuses them with a TypeError naming x.
+        # docs/ops.md: float16/bfloat16 are GPU dtypes; the cpu backend refuses them with a TypeError naming x.
         with pytest.raises(TypeError, match=r"(?i)\bx\b.*(float16|half)"):
             hk.sobel(x.half(), backend="cpu")
         # The dispatcher op checks its inputs too (no crash when the Python checks are bypassed).
@@ -648,7 +648,7 @@ class TestFlowEdges:
 
     @pytest.mark.parametrize("backend", ORACLE_PARAMS)
     def test_against_oracle(self, backend, gen):
-        """The pinned formula (ops.md §5) computed with OpenCV: cv2.Sobel/8 (replicate), / max, times
+        """The pinned formula (docs/ops.md §5) computed with OpenCV: cv2.Sobel/8 (replicate), / max, times
         skimage-style thick boundary of width `band` (cv2.dilate - cv2.erode with a (2b+1)^2 square)."""
         skip_unavailable(backend)
         H, W = (9, 12) if backend.interpreted else (40, 52)
@@ -701,7 +701,7 @@ class TestFlowEdges:
     @pytest.mark.parametrize("backend", ORACLE_PARAMS)
     @pytest.mark.parametrize("dtype", FLOATS, ids=str)
     def test_constant_flow(self, backend, dtype):
-        """ops.md §5: "a constant flow gives all zeros, not NaN" -- for any constant, not only for those
+        """docs/ops.md §5: "a constant flow gives all zeros, not NaN" -- for any constant, not only for those
         whose Sobel sums cancel exactly in binary (a stencil that sums w * x in a fixed order leaves
         rounding residue for e.g. 0.7, which normalisation then blows up to 1)."""
         skip_unavailable(backend)
@@ -871,7 +871,7 @@ class TestCanny:
     def test_against_oracle(self, backend, image):
         """cv2.Canny(gray, low, high, apertureSize=3, L2gradient) on scikit-image's natural images.
 
-        Conventions matched (ops.md §5): 0..255 gray, unnormalised 3x3 Sobel with BORDER_REPLICATE
+        Conventions matched (docs/ops.md §5): 0..255 gray, unnormalised 3x3 Sobel with BORDER_REPLICATE
         (as cv2.Canny does internally), thresholds floored (squared for L2, swapped if low > high),
         L1 magnitude |dx|+|dy| by default, OpenCV's fixed-point tan(22.5°) sector test with its
         strict/non-strict neighbour comparisons, 8-connected hysteresis. RGB: BT.601 weights; the gray
@@ -920,7 +920,7 @@ class TestCanny:
                 assert np.abs(ours - theirs).max() <= 1.0
 
     def test_gradcheck(self, backend, gen):
-        """Not differentiable: requires_grad input is refused (ops.md: say so by raising)."""
+        """Not differentiable: requires_grad input is refused (docs/ops.md: say so by raising)."""
         img = rand(gen, 1, 1, 5, 6, device=backend.device, high=255).requires_grad_()
         with pytest.raises(ValueError, match=r"img.*not differentiable"):
             call(backend, "canny", img, 10, 20)

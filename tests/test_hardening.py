@@ -1,4 +1,4 @@
-"""Regression tests of issues 14 and 11: crashes, silent wrong answers, the NaN policy (ops.md, "Non-finite
+"""Regression tests of issues 14 and 11: crashes, silent wrong answers, the NaN policy (docs/ops.md, "Non-finite
 values and value checks"), the integer-argument limits, and the shared validation layer.
 
 Every test here failed before its fix. Snippets that used to kill the process (SIGFPE, SIGSEGV) run in a
@@ -336,21 +336,24 @@ class TestValueChecks:
         for bk in ("reference", "cpu"):
             with pytest.raises(ValueError, match="b: expected weights >= 0, got min -0.5"):
                 hk.patch_centroid_chamfer(a, b, backend=bk)
-        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (ops.md: NaN propagates by the op's own rules)
+        b[0, 0, 2, 2] = 0.5  # NaN alone passes the check (docs/ops.md: NaN propagates by the op's own rules)
         got, want = (hk.patch_centroid_chamfer(a, b, backend=bk) for bk in ("cpu", "reference"))
         assert torch.equal(got.isnan(), want.isnan())
 
     def test_auto_float64_routing_in_one_place(self):
-        # Every family picks its backend through _validate.pick; chamfer and corr (no float64 GPU kernels)
-        # send float64 CUDA tensors to the reference under "auto".
+        # Every family picks its backend through _backends.pick (one definition, no per-family wrapper);
+        # chamfer and corr (no float64 GPU kernels) send float64 CUDA tensors to the reference under "auto".
         import inspect
 
-        from hmore_kernels import chamfer, corr, edges, skeleton
+        from hmore_kernels import _backends, chamfer, corr, edges, skeleton
 
         for mod in (chamfer, corr, edges, skeleton):
             src = inspect.getsource(mod)
-            assert "_v.pick(" in src and "_backends.resolve" not in src, mod.__name__
-        assert set(_validate._GPU_NO_FLOAT64) == {"corr", "chamfer"}
+            assert mod._pick is _backends.pick and "def _pick" not in src and "_CUDA_AUTO" not in src, mod.__name__
+        assert set(_backends.GPU_NO_FLOAT64) == {"corr", "chamfer"}
+        gpu = torch.device("cuda")
+        for family in ("corr", "chamfer"):
+            assert _backends.pick(family, "x", "auto", gpu, torch.float64) == "reference"
 
 
 def test_warns_loudly_when_native_fails_to_import():

@@ -1,4 +1,4 @@
-"""Keypoint layouts and convert_keypoints (hmore_kernels.layouts, ops.md section 4).
+"""Keypoint layouts and convert_keypoints (hmore_kernels.layouts, docs/ops.md section 4).
 
 The module is plain PyTorch indexing (no kernels, hence no backends or benchmark); the checks are against
 hand-written joint tables of the published orders (COCO keypoint annotations, MediaPipe's BlazePose-33,

@@ -1,4 +1,4 @@
-"""Tests of the skeleton family (ops.md §4, §5): skeleton_points, skeleton_match, skeleton_offset_map.
+"""Tests of the skeleton family (docs/ops.md §4, §5): skeleton_points, skeleton_match, skeleton_offset_map.
 
 Kornia style, as tests/test_edges.py: per op test_smoke, test_cardinality, test_against_reference
 [backend], an outside oracle (closed forms for skeleton_points; a brute-force NumPy loop, one pixel and one
@@ -30,7 +30,7 @@ ORACLE_PARAMS = [pytest.param(BackendCase("reference", "cpu"), id="reference")] 
 
 def float_case(case: BackendCase, dtype):
     if dtype == torch.float64 and not case.float64:
-        pytest.skip(f"float64 is supported by the reference and cpu backends only (ops.md), not {case.name}")
+        pytest.skip(f"float64 is supported by the reference and cpu backends only (docs/ops.md), not {case.name}")
 
 
 def call(case: BackendCase, op: str, *args, **kwargs):
@@ -567,7 +567,7 @@ class TestSkeletonOffsetMap:
 
 
 def test_no_cost_matrix_on_fast_backends():
-    """ops.md: the fast backends never form [B, H*W, Q]. A 1088 x 1920 map with 1024 points would need
+    """docs/ops.md: the fast backends never form [B, H*W, Q]. A 1088 x 1920 map with 1024 points would need
     8 GiB for it in float32; the cpu backend runs it in a few row buffers."""
     skip_unavailable(BackendCase("cpu", "cpu"))
     g = torch.Generator().manual_seed(0)

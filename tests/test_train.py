@@ -55,19 +55,89 @@ def test_overfit_one_batch_drives_the_loss_down():
     assert min(trace[-5:]) < 0.6 * trace[0], trace
 
 
-def test_resume_after_kill_continues_the_same_trace(tmp_path):
-    """Interrupted at step k (the process killed), then resumed: the log equals the uninterrupted run's."""
+def rows(out):
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _marker_rng(seed: int) -> dict:
+    """RNG states no run of this test reaches by itself: a resumed run that holds them restored them."""
+    import random
+
+    import numpy as np
+
+    g = torch.Generator().manual_seed(seed)
+    st = np.random.RandomState(seed).get_state()
+    return {"torch": g.get_state(), "python": random.Random(seed).getstate(),
+            "numpy": {"keys": torch.from_numpy(st[1].astype(np.int64)), "pos": int(st[2]), "has_gauss": int(st[3]),
+                      "cached": float(st[4])}}
+
+
+def _same_rng(a: dict, b: dict) -> bool:
+    return (torch.equal(a["torch"], b["torch"]) and list(a["python"][1]) == list(b["python"][1])
+            and torch.equal(a["numpy"]["keys"], b["numpy"]["keys"]) and a["numpy"]["pos"] == b["numpy"]["pos"])
+
+
+def test_resume_after_kill_continues_the_same_trace(tmp_path, capsys):
+    """Interrupted at step 3 (the process killed), then resumed: the run restarts at step 3 from the step-3
+    checkpoint (model, optimizer, scheduler, RNG) and its log equals the uninterrupted run's. A run that
+    restarts from scratch, or ignores any of the four states, fails here."""
+    from hmore.train import atomic_save
+
+    keep = {"steps": 6, "checkpoint_every": 1, "keep_checkpoints": 6}  # every checkpoint kept: 3 must survive
     ref = tmp_path / "ref"
-    train(cfg(ref, steps=6, checkpoint_every=1))
+    train(cfg(ref, **keep))
     run = tmp_path / "run"
-    c = cfg(run, steps=6, checkpoint_every=1)
-    # simulate the interruption: a run killed right after its step-3 checkpoint (steps 4.. never happened)
-    train(c)
+    train(cfg(run, **keep))
+    # simulate the interruption: killed right after its step-3 checkpoint (steps 4.. never happened)
     for step, p in find_checkpoints(str(run)):
         if step > 3:
             os.remove(p)
-    train(cfg(run, steps=6, checkpoint_every=1), resume=True)
+    assert [s for s, _ in find_checkpoints(str(run))] == [3, 2, 1]
+    kept = rows(run)[:3]
+    # rows a killed run wrote after its last checkpoint: the resumed run must drop them
+    bad = [dict(r, loss="999") for r in rows(run)[3:]]
+    with open(os.path.join(run, "log.csv"), "a", newline="") as f:
+        csv.DictWriter(f, list(kept[0])).writerows(bad)
+    # the training step draws no random numbers (the uninterrupted run's checkpoints 3 and 4 hold the same
+    # RNG states), so the step-4 checkpoint of the resumed run holds exactly the RNG states it resumed with:
+    # replace the step-3 ones by a marker a fresh process never holds
+    ck3_path = dict((s, p) for s, p in find_checkpoints(str(run)))[3]
+    ref_ck = {s: torch.load(p, weights_only=True) for s, p in find_checkpoints(str(ref))}
+    assert _same_rng(ref_ck[3]["rng"], ref_ck[4]["rng"])
+    ck3 = torch.load(ck3_path, weights_only=True)
+    ck3["rng"] = _marker_rng(1234)
+    assert not _same_rng(ck3["rng"], ref_ck[3]["rng"])
+    atomic_save(ck3, ck3_path)
+    stamp3 = os.stat(ck3_path).st_mtime_ns
+    capsys.readouterr()
+
+    res = train(cfg(run, **keep), resume=True)
+
+    assert res["step"] == 6
+    # resumed at step 3: steps 1-3 were not run again (their log rows, timestamps included, and their
+    # checkpoints are the interrupted run's), steps 4-6 were run once each
+    got = rows(run)
+    assert [int(r["step"]) for r in got] == [1, 2, 3, 4, 5, 6]
+    assert got[:3] == kept
+    assert os.stat(ck3_path).st_mtime_ns == stamp3
+    assert f"resuming from {ck3_path} (step 3)" in capsys.readouterr().err
+    # model + optimizer (Adam's moments and step count) + scheduler: the trace and the learning rates of
+    # steps 4-6 equal the uninterrupted run's (a fresh optimizer changes step 5's loss, a fresh scheduler
+    # step 4's lr), and so do the final states
     assert losses(run) == losses(ref)
+    assert [r["lr"] for r in got] == [r["lr"] for r in rows(ref)]
+    ck = {s: torch.load(p, weights_only=True) for s, p in find_checkpoints(str(run))}
+    assert sorted(ck) == [1, 2, 3, 4, 5, 6]
+    assert float(ck[6]["optimizer"]["state"][0]["step"]) == 6
+    assert ck[6]["scheduler"]["last_epoch"] == ref_ck[6]["scheduler"]["last_epoch"] == 6
+    for k, v in ref_ck[6]["optimizer"]["state"].items():
+        for name, t in v.items():
+            assert torch.equal(ck[6]["optimizer"]["state"][k][name], t), (k, name)
+    for k, t in ref_ck[6]["model"].items():
+        assert torch.equal(ck[6]["model"][k], t), k
+    # RNG: the states the run continued with are the checkpoint's
+    assert _same_rng(ck[4]["rng"], ck3["rng"])
 
 
 def test_kill9_never_leaves_a_broken_checkpoint(tmp_path):
@@ -78,17 +148,24 @@ def test_kill9_never_leaves_a_broken_checkpoint(tmp_path):
 
     cfile.write_text(json.dumps({k: v for k, v in conf.to_dict().items() if k != "out"}))
     cmd = [sys.executable, "-m", "hmore", "train", "--config", str(cfile), "--out", str(out)]
+
+    def newest() -> int:
+        found = find_checkpoints(str(out))
+        return found[0][0] if found else 0
+
     for attempt, delay in enumerate((0.0, 0.7, 1.3, 0.4)):
-        p = subprocess.Popen(cmd + (["--resume"] if attempt else []), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        # kill once the run is writing checkpoints (one per step), at a different moment each time
+        s0 = newest()
+        err = tmp_path / f"stderr{attempt}.txt"
+        with open(err, "w") as ef:
+            p = subprocess.Popen(cmd + (["--resume"] if attempt else []), stdout=subprocess.DEVNULL, stderr=ef)
+        # kill once this attempt is writing checkpoints (one per step), at a different moment each time
         t0 = time.time()
-        n0 = len(find_checkpoints(str(out)))
-        while time.time() - t0 < 120 and p.poll() is None and len(find_checkpoints(str(out))) <= n0 and not (
-                attempt and find_checkpoints(str(out))[0][0] > max(s for s, _ in find_checkpoints(str(out)))):
+        while time.time() - t0 < 120 and p.poll() is None and newest() <= s0:
             time.sleep(0.05)
-            if attempt and time.time() - t0 > 8:
-                break
+        # the kill must land in a live run that has written a checkpoint of its own (a run that crashed on
+        # resume, or a kill during start-up, would prove nothing about the writer)
+        assert p.poll() is None, f"attempt {attempt}: the run ended before the kill:\n{err.read_text()[-2000:]}"
+        assert newest() > s0, f"attempt {attempt}: no checkpoint after step {s0} within 120 s"
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -112,6 +189,7 @@ def test_nan_stops_naming_step_and_term(tmp_path, monkeypatch):
     out = tmp_path / "nan"
     train(cfg(out, steps=2))
     before = {p: os.path.getmtime(p) for _, p in find_checkpoints(str(out))}
+    assert before, "no checkpoint to leave untouched: the check below would be vacuous"
     from hmore import losses as L
 
     orig = L.HMoReLoss.forward

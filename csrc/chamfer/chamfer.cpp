@@ -1,4 +1,4 @@
-// Schemas of the Chamfer family (ops.md §3, §5). Kernels are registered per dispatch key in
+// Schemas of the Chamfer family (docs/ops.md §3, §5). Kernels are registered per dispatch key in
 // chamfer_cpu.cpp and chamfer_cuda.cpp; fake kernels and autograd from Python
 // (hmore_kernels/_meta_chamfer.py) once this library has loaded. The Triton twins (hmore_triton::) use
 // these schemas verbatim.

@@ -1,4 +1,4 @@
-// The Chamfer op family (ops.md §3, §5). Each function here is the implementation registered for one
+// The Chamfer op family (docs/ops.md §3, §5). Each function here is the implementation registered for one
 // dispatch key; the schemas (with shapes) live in chamfer.cpp, the per-element math in
 // chamfer_kernels.cuh. Points x [B, N, D], y [B, M, D]; lengths [B] int64; weights [B, N] / [B, M].
 #pragma once

@@ -47,7 +47,7 @@ inline void check_pcc_agreement(const at::Tensor& a, const at::Tensor& b, at::In
                     min_mass);
 }
 
-// ---- Non-finite points (ops.md, "Non-finite values and value checks") -----------------------------
+// ---- Non-finite points (docs/ops.md, "Non-finite values and value checks") -----------------------------
 // A point with a non-finite coordinate is never anyone's nearest point; its own distance is NaN and its
 // index -1, and a Chamfer value over a cloud that holds one (inside its length) is NaN. The kernels
 // compare `d < best`, so a NaN distance never wins; an infinite coordinate, though, gives an inf or a

@@ -1,4 +1,4 @@
-// CPU kernels of the Chamfer family (ops.md §3, §5): nearest_neighbors, chamfer_distance (+ backward),
+// CPU kernels of the Chamfer family (docs/ops.md §3, §5): nearest_neighbors, chamfer_distance (+ backward),
 // patch_centroids (+ backward), patch_centroid_chamfer (+ backward), boundary_chamfer.
 //
 // Nearest neighbours: the points of each cloud are first copied to structure-of-arrays (one contiguous

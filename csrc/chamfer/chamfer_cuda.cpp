@@ -64,7 +64,7 @@ void check_pair(const at::Tensor& x, const at::Tensor& y) {
   check_pair_agreement(x, y);
 }
 
-// [B] int64 on x's device, contiguous; undefined when absent. ops.md: a length out of [0, N] is an error,
+// [B] int64 on x's device, contiguous; undefined when absent. docs/ops.md: a length out of [0, N] is an error,
 // never clamped; it is asserted on the device (torch._assert_async: no host synchronisation).
 at::Tensor lengths_arg(const std::optional<at::Tensor>& l, int64_t B, int64_t N, const char* name,
                        const at::Tensor& x) {
@@ -101,7 +101,7 @@ unsigned long long* keys_of(const at::Tensor& t) {
 }
 
 
-// The per-cloud value of one direction from (sum w d, sum w): ops.md §5, 0 when sum w is 0.
+// The per-cloud value of one direction from (sum w d, sum w): docs/ops.md §5, 0 when sum w is 0.
 at::Tensor direction_value(const at::Tensor& num, const at::Tensor& den, ChamferReduction red) {
   if (red == ChamferReduction::Sum) return num;
   const auto pos = den > 0;

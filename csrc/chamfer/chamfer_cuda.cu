@@ -1,4 +1,4 @@
-// CUDA kernels of the Chamfer family (ops.md §3, §5). Plain CUDA C++ (no torch headers): nvcc
+// CUDA kernels of the Chamfer family (docs/ops.md §3, §5). Plain CUDA C++ (no torch headers): nvcc
 // compile-checks it without a GPU, and the per-element math (squared distances without FMA contraction,
 // point terms, gradient coefficients, patch centroids and the patch-centroid term with its backward) comes
 // from chamfer_kernels.cuh, shared with the CPU kernels.

@@ -1,4 +1,4 @@
-// Per-element math of the Chamfer family (ops.md §3, §5), shared by the CPU kernels (g++) and the CUDA
+// Per-element math of the Chamfer family (docs/ops.md §3, §5), shared by the CPU kernels (g++) and the CUDA
 // kernels (nvcc). No torch headers. hmore_kernels/reference/chamfer.py is the same math in PyTorch.
 //
 // acc_t is the accumulation / distance type: float for float32 / float16 / bfloat16 points, double for
@@ -13,7 +13,7 @@
 #endif
 
 // Sentinel "no neighbour yet": +inf distance with index -1. A point whose other cloud is empty keeps
-// index -1 and reports distance 0 (ops.md: padded results are 0 / index -1) and contributes no term.
+// index -1 and reports distance 0 (docs/ops.md: padded results are 0 / index -1) and contributes no term.
 #define HMORE_CHAMFER_NO_INDEX (-1)
 
 namespace hmore {
@@ -96,7 +96,7 @@ HMORE_HD acc_t term_grad_coef(acc_t d2, bool squared) {
   return squared ? acc_t(2) : (d2 > acc_t(0) ? acc_t(1) / sqrt_acc(d2) : acc_t(0));
 }
 
-// Per-direction normalisation of chamfer_distance (ops.md §5): "mean"/"none" divide sum w_i d_i by
+// Per-direction normalisation of chamfer_distance (docs/ops.md §5): "mean"/"none" divide sum w_i d_i by
 // sum w_i (0 when that sum is 0: an empty cloud, or all-zero weights), "sum" does not. Returns the
 // factor that multiplies sum w_i d_i.
 template <typename acc_t>

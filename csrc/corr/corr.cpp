@@ -1,4 +1,4 @@
-// Schemas of the correlation family (ops.md §1). Kernels are registered per dispatch key in
+// Schemas of the correlation family (docs/ops.md §1). Kernels are registered per dispatch key in
 // corr_cpu.cpp and corr_cuda.cpp; fake kernels and autograd from Python (hmore_kernels/_meta_corr.py)
 // once this library has loaded. The Triton twins (hmore_triton::) use these schemas verbatim.
 //

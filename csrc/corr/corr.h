@@ -23,7 +23,7 @@ inline int parse_layout(const std::string& s) {
   TORCH_CHECK_VALUE(false, "layout: expected 'raft' or 'yx', got '", s, "'");
 }
 
-// scale=None -> 1/sqrt(D) (ops.md §1).
+// scale=None -> 1/sqrt(D) (docs/ops.md §1).
 inline double resolve_scale(c10::optional<double> scale, int64_t D) {
   if (scale.has_value()) {
     TORCH_CHECK_VALUE(std::isfinite(*scale), "scale: expected a finite float or None, got ", *scale);

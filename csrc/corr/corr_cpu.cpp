@@ -1,4 +1,4 @@
-// CPU kernels of the correlation family (ops.md §1): corr_volume, corr_pyramid, corr_lookup,
+// CPU kernels of the correlation family (docs/ops.md §1): corr_volume, corr_pyramid, corr_lookup,
 // corr_lookup_otf, local_corr, forward and backward. float32 and float64; float32 accumulates in float
 // (lookups add 4 products; dot products go through BLAS or a vectorised float loop).
 //

@@ -52,7 +52,7 @@ int dtype_code(const at::Tensor& t) {
   }
 }
 
-// float64 runs on the reference and cpu backends only (ops.md: GPU backends need not support it).
+// float64 runs on the reference and cpu backends only (docs/ops.md: GPU backends need not support it).
 void check_gpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK_VALUE(t.is_cuda(), name, ": expected a CUDA tensor, got one on ", t.device());
   TORCH_CHECK_TYPE(t.scalar_type() != at::kDouble, name,

@@ -1,4 +1,4 @@
-// Per-element math of the correlation family (ops.md §1, §5), shared by the CPU kernels (g++) and the
+// Per-element math of the correlation family (docs/ops.md §1, §5), shared by the CPU kernels (g++) and the
 // CUDA kernels (nvcc), so the CPU tests exercise the arithmetic the GPU runs. No torch headers.
 //
 // Conventions:
@@ -75,7 +75,7 @@ HMORE_HD long long level_size(long long n, int level) { return n >> level; }
 // Bilinear footprint of a sample at x on a 1-D axis: lower corner x0 and the two weights. Coordinates
 // outside the range of long long (inf, NaN, |x| > 9e18) are mapped far outside any image so that every
 // corner reads zero; a non-finite coordinate (NaN or +-inf) gets NaN weights, so its taps are NaN on
-// every backend (ops.md, "Non-finite values"; the reference's (x0 + 1) - x is NaN there too).
+// every backend (docs/ops.md, "Non-finite values"; the reference's (x0 + 1) - x is NaN there too).
 template <typename A>
 HMORE_HD void bilinear_1d(A x, long long& x0, A& w0, A& w1) {
   const A big = A(4.0e18);

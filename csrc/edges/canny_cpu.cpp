@@ -1,4 +1,4 @@
-// canny, CPU: OpenCV's Canny(apertureSize=3) on a batch (ops.md §2, §5).
+// canny, CPU: OpenCV's Canny(apertureSize=3) on a batch (docs/ops.md §2, §5).
 //
 // Algorithm, per image:
 //   1. gray (BT.601 for RGB; OpenCV's fixed point for uint8),

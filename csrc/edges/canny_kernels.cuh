@@ -1,4 +1,4 @@
-// Per-pixel math of canny (ops.md §2, §5), shared by the CPU kernel (g++) and the CUDA kernel (nvcc).
+// Per-pixel math of canny (docs/ops.md §2, §5), shared by the CPU kernel (g++) and the CUDA kernel (nvcc).
 // No torch headers. Semantics are OpenCV's Canny(apertureSize=3) as pinned by
 // hmore_kernels/reference/edges.py::canny, which is the oracle.
 //

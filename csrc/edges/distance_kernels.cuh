@@ -1,4 +1,4 @@
-// Per-element math of distance_transform (ops.md §2), shared by the CPU kernel (g++) and the CUDA
+// Per-element math of distance_transform (docs/ops.md §2), shared by the CPU kernel (g++) and the CUDA
 // kernel (nvcc). No torch headers.
 //
 // Exact Euclidean distance transform after Felzenszwalb & Huttenlocher, "Distance Transforms of

@@ -1,4 +1,4 @@
-// The edge/boundary op family (ops.md §2). Shapes: images [B, C, H, W], masks [B, 1, H, W].
+// The edge/boundary op family (docs/ops.md §2). Shapes: images [B, C, H, W], masks [B, 1, H, W].
 // Each function here is the implementation registered for one dispatch key; the schemas live in
 // edges.cpp. Strings select modes exactly as the Python API spells them.
 #pragma once

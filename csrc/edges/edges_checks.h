@@ -29,7 +29,7 @@ inline void check_mask_like(const at::Tensor& mask, const at::Tensor& ref, const
   check_same_device(mask, "mask", ref, ref_name);
 }
 
-// allow_half: float16/bfloat16 are GPU-only (ops.md).
+// allow_half: float16/bfloat16 are GPU-only (docs/ops.md).
 inline void check_flow(const at::Tensor& flow, bool allow_half) {
   check_rank(flow, 4, "flow", "[B, 2, H, W]");
   TORCH_CHECK_VALUE(flow.size(1) == 2, "flow: expected 2 channels [B, 2, H, W], got shape ", flow.sizes());

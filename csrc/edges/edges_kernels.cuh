@@ -2,7 +2,7 @@
 // kernels (g++) and the CUDA kernels (nvcc), so the CPU tests exercise the arithmetic the GPU runs.
 // No torch headers: plain C++ on scalars and raw pointers.
 //
-// Conventions (ops.md §5): pixel (i, j) has x = j, y = i. The 3x3 derivative is separable, and the
+// Conventions (docs/ops.md §5): pixel (i, j) has x = j, y = i. The 3x3 derivative is separable, and the
 // difference is always taken first, then weighted (the reference's order):
 //   gx(i,j) = inv * (so * (e(i-1) + e(i+1)) + sc * e(i)),   e(r) = x(r,j+1) - x(r,j-1),
 //   gy(i,j) = inv * (so * (d(j-1) + d(j+1)) + sc * d(j)),   d(c) = x(i+1,c) - x(i-1,c).
@@ -138,7 +138,7 @@ HMORE_EDGES_UNROLL
   return inv * acc;
 }
 
-// sqrt with value 0 where s == 0 (the reference's _safe_sqrt); NaN stays NaN (ops.md: a diverging
+// sqrt with value 0 where s == 0 (the reference's _safe_sqrt); NaN stays NaN (docs/ops.md: a diverging
 // flow must show in gradient_magnitude and flow_edges, never as a silent 0).
 template <typename A>
 HMORE_HD A safe_sqrt(A s) {

@@ -1,4 +1,4 @@
-// Schemas of the skeleton family (ops.md §4, §5). Kernels are registered per dispatch key in
+// Schemas of the skeleton family (docs/ops.md §4, §5). Kernels are registered per dispatch key in
 // skeleton_cpu.cpp and skeleton_cuda.cpp; fake kernels and autograd are registered from Python
 // (hmore_kernels/_meta_skeleton.py) once this library has loaded.
 #include <torch/library.h>

@@ -1,4 +1,4 @@
-// The skeleton family (ops.md §4, §5): declarations of the per-dispatch-key implementations, and the
+// The skeleton family (docs/ops.md §4, §5): declarations of the per-dispatch-key implementations, and the
 // argument checks and preprocessing shared by the CPU and CUDA glue (so both keys reject bad input with
 // the same message and compute the same point weights; the Python layer validates too, but
 // torch.ops.hmore.* is public).

@@ -1,4 +1,4 @@
-// The skeleton family on the CPU (ops.md §4, §5); the per-element math is in skeleton_kernels.cuh.
+// The skeleton family on the CPU (docs/ops.md §4, §5); the per-element math is in skeleton_kernels.cuh.
 //
 // skeleton_match / skeleton_offset_map never build the [B, H*W, Q] cost matrix. One task is one image
 // row: its inside-mask pixels are gathered into a compact list of x coordinates, then the points are

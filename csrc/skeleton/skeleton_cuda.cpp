@@ -2,7 +2,7 @@
 // allocation, stream; the kernels are in skeleton_cuda.cu.
 //
 // float16/bfloat16 points/joints are converted to float32 here (the coordinates and costs are float32;
-// ops.md), and the results rounded back to the input dtype; float32 and float64 run natively.
+// docs/ops.md), and the results rounded back to the input dtype; float32 and float64 run natively.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>

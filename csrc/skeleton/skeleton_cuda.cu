@@ -1,4 +1,4 @@
-// CUDA kernels of the skeleton family (ops.md §4, §5). Plain CUDA C++ (no torch headers): nvcc
+// CUDA kernels of the skeleton family (docs/ops.md §4, §5). Plain CUDA C++ (no torch headers): nvcc
 // compile-checks it without a GPU; the per-element math comes from skeleton_kernels.cuh, shared with the
 // CPU kernels (which the CPU tests run).
 //

@@ -1,4 +1,4 @@
-// Per-element math of the skeleton family (ops.md §4, §5), shared by the CPU kernels (g++) and the CUDA
+// Per-element math of the skeleton family (docs/ops.md §4, §5), shared by the CPU kernels (g++) and the CUDA
 // kernels (nvcc): the CPU tests exercise the arithmetic the GPU runs. No torch headers.
 //
 // skeleton_match's cost of point q at pixel p = (x = j, y = i) is

@@ -7,7 +7,7 @@ subject mask, thresholded at 0.5. ``mask_source="pose"`` uses the pose model's o
 
 Mappings (documented in docs/dataset.md):
 - coordinates: MediaPipe's normalised (x, y) times (W, H) minus 0.5, so pixel centres are at integer
-  coordinates (ops.md); landmarks MediaPipe extrapolates outside the image are kept as they are.
+  coordinates (docs/ops.md); landmarks MediaPipe extrapolates outside the image are kept as they are.
 - confidence: the landmark's ``visibility`` (MediaPipe already applies the sigmoid, so it is a probability
   in [0, 1]); a joint outside the image gets confidence 0. (``presence`` is not filled by the legacy
   solutions API of 0.10.14.)

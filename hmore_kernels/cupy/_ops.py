@@ -25,9 +25,9 @@ def schema(op: str) -> str:
     return s.split("::", 1)[1]
 
 
-def define_family(ops: dict, registrars) -> None:
+def define_family(ops: dict, register) -> None:
     """Define ``hmore_cupy::<name>`` for every op of a family with its CUDA implementation, then run the
-    family's fake/autograd registrars (``register(ns)``) for the namespace."""
+    family's fake/autograd registration (``_meta_<family>.register(ns)``) for the namespace."""
     global _LIB
     if _LIB is None:
         _LIB = torch.library.Library(NS, "DEF")
@@ -37,5 +37,4 @@ def define_family(ops: dict, registrars) -> None:
         _LIB.define(schema(name))
         _LIB.impl(name, fn, "CUDA")
         _DEFINED.add(name)
-    for reg in registrars:
-        reg(NS)
+    register(NS)

@@ -465,10 +465,6 @@ OPS = {
 }
 
 
-def register():
-    from .. import _meta_chamfer
+from .. import _meta_chamfer  # noqa: E402
 
-    define_family(OPS, (_meta_chamfer.register,))
-
-
-register()
+define_family(OPS, _meta_chamfer.register)

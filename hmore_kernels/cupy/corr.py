@@ -4,7 +4,7 @@ corr_lookup, corr_lookup_otf, local_corr and their backward ops.
 As in ``csrc/corr/corr_cuda.cpp``: the volume and the pyramid are GEMMs (``torch.baddbmm`` with
 ``alpha = scale``, cuBLAS), level l correlating with fmap2 average-pooled l times; the lookups, the
 memory-free lookup and local_corr run the kernels of ``csrc/corr/corr_cuda.cu`` (NVRTC). float32,
-float16 and bfloat16 features (float64 runs on the reference and cpu backends, ops.md).
+float16 and bfloat16 features (float64 runs on the reference and cpu backends, docs/ops.md).
 """
 from __future__ import annotations
 
@@ -386,10 +386,6 @@ OPS = {
 }
 
 
-def register():
-    from .. import _meta_corr
+from .. import _meta_corr  # noqa: E402
 
-    define_family(OPS, (_meta_corr.register,))
-
-
-register()
+define_family(OPS, _meta_corr.register)

@@ -5,7 +5,7 @@ The kernels are those of ``csrc/edges/{edges,canny,distance}_cuda.cu``, JIT-comp
 (:mod:`._nvrtc`); this file does what the extension's ``*_cuda.cpp`` glue and the launchers of the ``.cu``
 files do for nvcc: checks, contiguous inputs, allocation through PyTorch's caching allocator (outputs and
 workspaces), the launch geometry and the kernel sequence, on the current stream. Fake kernels and autograd
-are the native namespace's (:mod:`hmore_kernels._fake`, :mod:`hmore_kernels._autograd`), registered for
+are the native namespace's (:mod:`hmore_kernels._meta_edges`), registered for
 ``hmore_cupy`` by :mod:`._ops`.
 """
 from __future__ import annotations
@@ -425,10 +425,6 @@ OPS = {
 }
 
 
-def register():
-    from .. import _autograd, _fake
+from .. import _meta_edges  # noqa: E402
 
-    define_family(OPS, (_fake.register, _autograd.register))
-
-
-register()
+define_family(OPS, _meta_edges.register)

@@ -1,7 +1,7 @@
 """CuPy backend of the skeleton family: ``torch.ops.hmore_cupy.{skeleton_points, _skeleton_points_backward,
 skeleton_match, skeleton_offset_map}``, the kernels of ``csrc/skeleton/skeleton_cuda.cu``, the work of
 ``skeleton_cuda.cpp`` here: float16/bfloat16 points are converted to float32 (coordinates and costs are
-float32, ops.md) and the results rounded back; float32 and float64 run natively. The per-point weights are
+float32, docs/ops.md) and the results rounded back; float32 and float64 run natively. The per-point weights are
 computed by the reference's ``point_weights`` (the same ATen sequence as the C++ glue's), in float64.
 """
 from __future__ import annotations
@@ -152,10 +152,6 @@ OPS = {"skeleton_points": skeleton_points, "_skeleton_points_backward": skeleton
        "skeleton_match": skeleton_match, "skeleton_offset_map": skeleton_offset_map}
 
 
-def register():
-    from .. import _meta_skeleton
+from .. import _meta_skeleton  # noqa: E402
 
-    define_family(OPS, (_meta_skeleton.register,))
-
-
-register()
+define_family(OPS, _meta_skeleton.register)

@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of the Chamfer family (ops.md §3, §5): the tests' oracle and the benchmarks'
+"""Pure-PyTorch reference of the Chamfer family (docs/ops.md §3, §5): the tests' oracle and the benchmarks'
 baseline. Differentiable through autograd; float16/bfloat16 points are computed in float32.
 
 Numerical conventions every backend follows (csrc/chamfer/chamfer_kernels.cuh holds the same math):
@@ -10,14 +10,14 @@ Numerical conventions every backend follows (csrc/chamfer/chamfer_kernels.cuh ho
   best one, so ties go to the lowest index.
 * A point with no candidate (the other cloud is empty for that batch element) has distance 0 and index
   -1 and contributes nothing; points past ``lengths`` are padding: distance 0, index -1.
-* Non-finite points (ops.md, "Non-finite values"): a point with a NaN or infinite coordinate is never
+* Non-finite points (docs/ops.md, "Non-finite values"): a point with a NaN or infinite coordinate is never
   anyone's nearest point; its own distance is NaN and its index -1; its Chamfer term is NaN, so the
   value of a cloud that holds one is NaN (a diverging network shows in its loss).
 * ``chamfer_distance``: per direction ``D_x = sum_i w_i d_i / sum_i w_i`` ("mean", "none"; 0 when the
   weight sum is 0, e.g. an empty cloud) or ``sum_i w_i d_i`` ("sum"); a cloud's value is
   ``D_x + D_y``; "mean" averages the clouds over the batch, "sum" sums them, "none" returns ``[B]``.
   Plain L2 (``squared=False``) has gradient 0, not NaN, at distance 0.
-* ``patch_centroid_chamfer``: ops.md §5. Centroids are accumulated in patch-local coordinates
+* ``patch_centroid_chamfer``: docs/ops.md §5. Centroids are accumulated in patch-local coordinates
   (``j - j0``, ``i - i0``) -- the patch origin cancels in ``|c_a - c_b|`` and local sums keep float32
   exact for large images. The coverage ``min(1, m / p)`` has derivative ``1/p`` for ``m <= p``
   (torch.clamp's rule); ``|c_a - c_b|`` and ``|r_a - r_b|`` have derivative 0 where they are 0.
@@ -92,7 +92,7 @@ def nearest_neighbors(x, y, x_lengths=None, y_lengths=None, chunk_elems: int = 1
     dist = torch.zeros(B, N, dtype=acc, device=x.device)
     idx = torch.full((B, N), -1, dtype=torch.int64, device=x.device)
     if B == 0 or N == 0 or M == 0:
-        # no candidates, but a non-finite point's own distance is still NaN (ops.md)
+        # no candidates, but a non-finite point's own distance is still NaN (docs/ops.md)
         return torch.where(nonfinite_points(xa, x_lengths), torch.full_like(dist, math.nan), dist), idx
     vx = _valid(x_lengths, B, N, x.device)
     vy = _valid(y_lengths, B, M, x.device)
@@ -235,7 +235,7 @@ def _pcc_scale(a, b, p, min_mass):
 
 
 def patch_centroid_chamfer(a, b, patch_sizes=(8, 16, 32), min_mass=1e-3, reduction="mean"):
-    """The H-MoRe boundary term (ops.md §5). a, b [B, 1, H, W] float (bool -> float32) -> [] or [B]."""
+    """The H-MoRe boundary term (docs/ops.md §5). a, b [B, 1, H, W] float (bool -> float32) -> [] or [B]."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction: expected one of 'mean', 'sum', 'none', got {reduction!r}")
     dt = torch.promote_types(a.dtype if a.is_floating_point() else torch.float32, b.dtype if b.is_floating_point() else torch.float32)

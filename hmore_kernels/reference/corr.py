@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of the correlation family (ops.md §1 and §5).
+"""Pure-PyTorch reference of the correlation family (docs/ops.md §1 and §5).
 
 Written for clarity, with autograd doing the backward; every other backend is tested against these
 functions. Conventions (csrc/corr/corr_kernels.cuh states them once for all backends):
@@ -26,7 +26,7 @@ LAYOUTS = ("raft", "yx")
 
 
 def default_scale(D: int, scale):
-    """``scale`` or ``1/sqrt(D)`` when None (ops.md §1); D = 0 (an empty dot product) uses 1."""
+    """``scale`` or ``1/sqrt(D)`` when None (docs/ops.md §1); D = 0 (an empty dot product) uses 1."""
     if scale is not None:
         return float(scale)
     return 1.0 / math.sqrt(D) if D > 0 else 1.0

@@ -1,7 +1,7 @@
-"""Pure-PyTorch reference of the edge/boundary family (ops.md §2 and §5).
+"""Pure-PyTorch reference of the edge/boundary family (docs/ops.md §2 and §5).
 
 Written for clarity, with autograd doing the backward. Every other backend is tested against these
-functions. Conventions (pinned in ops.md §5): pixel (i, j) has x = j, y = i; derivatives point toward
+functions. Conventions (pinned in docs/ops.md §5): pixel (i, j) has x = j, y = i; derivatives point toward
 increasing x and y; Sobel is divided by 8 and Scharr by 32 when normalised; morphology uses the 3x3
 square element with replicate borders.
 """
@@ -59,7 +59,7 @@ def sobel(x: torch.Tensor, normalized: bool = True, border: str = "replicate") -
 
 
 def _safe_sqrt(s: torch.Tensor) -> torch.Tensor:
-    """sqrt with value and gradient 0 where s == 0; NaN where s is NaN (ops.md: a diverging flow shows)."""
+    """sqrt with value and gradient 0 where s == 0; NaN where s is NaN (docs/ops.md: a diverging flow shows)."""
     pos = s > 0
     return torch.where(pos, torch.sqrt(torch.where(pos, s, torch.ones_like(s))), torch.where(torch.isnan(s), s, torch.zeros_like(s)))
 
@@ -117,7 +117,7 @@ def flow_edges(flow: torch.Tensor, mask: torch.Tensor | None = None, band: int |
     m = _safe_sqrt((g * g).sum((1, 2)))[:, None]
     if normalize and m.numel() > 0:
         mx = m.amax(dim=(2, 3), keepdim=True)
-        pos = (mx > 0) | torch.isnan(mx)  # a NaN max (amax propagates it) makes the image NaN (ops.md)
+        pos = (mx > 0) | torch.isnan(mx)  # a NaN max (amax propagates it) makes the image NaN (docs/ops.md)
         m = torch.where(pos, m / torch.where(pos, mx, torch.ones_like(mx)), torch.zeros_like(m))
     if mask is not None and band is not None:
         m = m * mask_boundary(mask.to(m.dtype) if mask.dtype == torch.bool else mask.to(m.dtype), "thick", band)

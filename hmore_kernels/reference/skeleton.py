@@ -1,4 +1,4 @@
-"""Pure-PyTorch reference of the skeleton family (ops.md §4, §5): the tests' oracle, the benchmarks'
+"""Pure-PyTorch reference of the skeleton family (docs/ops.md §4, §5): the tests' oracle, the benchmarks'
 baseline, the fallback backend.
 
 Arithmetic is pinned so that every backend agrees bit for bit (see csrc/skeleton/skeleton_kernels.cuh):

@@ -1,4 +1,4 @@
-"""Triton backend of the Chamfer family (ops.md §3, §5): ``torch.ops.hmore_triton.<op>``.
+"""Triton backend of the Chamfer family (docs/ops.md §3, §5): ``torch.ops.hmore_triton.<op>``.
 
 Registration as in :mod:`hmore_kernels.triton.edges`: on a GPU every op is a ``triton_op`` whose Python
 body (torch ops on FakeTensors plus wrapped launches) is its own fake kernel; under
@@ -309,7 +309,7 @@ def nearest_neighbors(x: torch.Tensor, y: torch.Tensor, x_lengths: Optional[torc
         dist = torch.zeros((B, N), dtype=torch.float32, device=x.device)
         return (dist.masked_fill(_ref.nonfinite_points(x, xl), math.nan),
                 torch.full((B, N), -1, dtype=torch.int64, device=x.device))
-    # ops.md "Non-finite values": search on clouds whose non-finite points are all-NaN (never chosen),
+    # docs/ops.md "Non-finite values": search on clouds whose non-finite points are all-NaN (never chosen),
     # then mark the searched points' own results (hmore_kernels.reference.chamfer, same helpers).
     bad_x, bad_y = _ref.nonfinite_points(x, xl), _ref.nonfinite_points(y, yl)
     kx, _ = _keys_pass(_ref.search_points(x, bad_x).contiguous(), _ref.search_points(y, bad_y).contiguous(),

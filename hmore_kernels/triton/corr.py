@@ -1,4 +1,4 @@
-"""Triton backend of the correlation family (ops.md §1, §5): ``torch.ops.hmore_triton.<op>``.
+"""Triton backend of the correlation family (docs/ops.md §1, §5): ``torch.ops.hmore_triton.<op>``.
 
 Registration follows :mod:`hmore_kernels.triton.edges`: on a GPU every op is a
 :func:`torch.library.triton_op` whose kernels are launched through :func:`torch.library.wrap_triton` and

@@ -1,12 +1,12 @@
-"""Triton backend of the edge/boundary family (ops.md §2, §5): ``torch.ops.hmore_triton.<op>``.
+"""Triton backend of the edge/boundary family (docs/ops.md §2, §5): ``torch.ops.hmore_triton.<op>``.
 
 On a GPU every op is a :func:`torch.library.triton_op` launching its kernels through
 :func:`torch.library.wrap_triton`, so torch.compile sees the kernels; ``triton_op`` registers the Python
 body as the fake kernel (run on FakeTensors, where the wrapped launches do nothing). Its schema is
 inferred from the annotations (torch 2.13 ignores ``schema=``), which matches the C++ one in
 ``csrc/edges/edges.cpp`` except that ``int`` reads ``SymInt``. Under ``TRITON_INTERPRET=1`` the ops are
-plain custom ops with the exact C++ schemas and the fake kernels of :mod:`hmore_kernels._fake` (see
-``_op`` below). Autograd comes from :mod:`hmore_kernels._autograd`, shared with the native namespace.
+plain custom ops with the exact C++ schemas and the fake kernels of :mod:`hmore_kernels._meta_edges` (see
+``_op`` below). Autograd comes from :mod:`hmore_kernels._meta_edges` too, shared with the native namespace.
 
 Layout: NCHW, contiguous (inputs are made so). Image kernels run one program per ``BH x BW`` tile of
 one image, on a flattened 1-D grid ``tiles_per_image * images`` (no 65535 limit on the image count);
@@ -295,7 +295,7 @@ def _gm_fwd_kernel(x_ptr, eps_ptr, out_ptr, NI, C, H, W, S0: tl.constexpr, S1: t
         s += gx * gx + gy * gy
     s += _acc(tl.load(eps_ptr), IS64)
     pos = s > 0
-    # 0 where the sum is 0, NaN where it is NaN (ops.md: a diverging input must show)
+    # 0 where the sum is 0, NaN where it is NaN (docs/ops.md: a diverging input must show)
     mag = tl.where(pos, _sqrt(tl.where(pos, s, 1.0), IS64), tl.where(s != s, s, 0.0))
     tl.store(out_ptr + img.to(tl.int64) * hw + rows[:, None] * W + cols[None, :],
              mag.to(out_ptr.dtype.element_ty), mask=inside)
@@ -583,7 +583,7 @@ def _fe_out_kernel(m_ptr, pmax_ptr, mask_ptr, out_ptr, NI, H, W, n_tiles, band, 
     if NORMALIZE:
         mx = _row_reduce(pmax_ptr, img, n_tiles, True, IS64, BLOCK_T)
         mxb = tl.zeros_like(m) + mx  # a block-shaped predicate (see environment.md on scalar & block masks)
-        pos = (mxb > 0) | (mxb != mxb)  # a NaN max makes the image NaN (ops.md)
+        pos = (mxb > 0) | (mxb != mxb)  # a NaN max makes the image NaN (docs/ops.md)
         m = tl.where(pos, m / tl.where(pos, mxb, 1.0), 0.0)
     if HAS_BAND:
         m = m * _boundary(mask_ptr + img.to(tl.int64) * hw, rows, cols, H, W, band, 2, IS64)
@@ -1001,8 +1001,6 @@ def distance_transform(mask: torch.Tensor, return_indices: bool = False) -> tupl
     return dist, idx
 
 
-from .. import _autograd, _fake  # noqa: E402
+from .. import _meta_edges  # noqa: E402
 
-if _INTERPRET:
-    _fake.register("hmore_triton")  # triton_op registers its own body as the fake kernel
-_autograd.register("hmore_triton")
+_meta_edges.register("hmore_triton", fake=_INTERPRET)  # on a GPU, triton_op registers its body as the fake kernel

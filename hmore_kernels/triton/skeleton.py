@@ -1,4 +1,4 @@
-"""Triton backend of the skeleton family (ops.md §4, §5): ``torch.ops.hmore_triton.<op>``.
+"""Triton backend of the skeleton family (docs/ops.md §4, §5): ``torch.ops.hmore_triton.<op>``.
 
 On a GPU every op is a :func:`torch.library.triton_op` launching its kernels through
 :func:`torch.library.wrap_triton` (the body is the fake kernel); under ``TRITON_INTERPRET=1`` the ops are
