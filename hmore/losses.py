@@ -1,4 +1,4 @@
-"""The H-MoRe training signal (method.md): one plain function per term, each usable on its own in any flow
+"""The H-MoRe training signal (docs/method.md): one plain function per term, each usable on its own in any flow
 network, then :class:`HMoReLoss`, which combines them for the H-MoRe model.
 
 Every term takes ``backend=`` (default "auto"), passed to the ``hmore_kernels`` ops it calls, and returns a
@@ -136,7 +136,7 @@ def skeleton_loss(flow: torch.Tensor, points_t: torch.Tensor, points_t1: torch.T
                   mask: torch.Tensor, angle_tol_deg: float = 15.0, magnitude_range=(0.8, 1.2),
                   intensity_weight: float = 0.01, min_offset: float = 0.5, eps: float = 1e-4,
                   reduction: str = "mean", *, backend: str = "auto") -> torch.Tensor:
-    """H-MoRe's skeleton constraint F (method.md).
+    """H-MoRe's skeleton constraint F (docs/method.md).
 
     Every pixel of ``mask`` is matched to ``argmin_q |p - q| * (-log c_q)`` over the skeleton points of
     frame t (``hmore_kernels.skeleton_offset_map``), and its flow is held to that point's offset
@@ -162,7 +162,7 @@ def skeleton_loss(flow: torch.Tensor, points_t: torch.Tensor, points_t1: torch.T
 # ------------------------------------------------------------------------------------------ boundary (G)
 def boundary_loss(flow: torch.Tensor, mask: torch.Tensor, patch_sizes=(8, 16, 32), band: int | None = 3,
                   min_mass: float = 1e-3, reduction: str = "mean", *, backend: str = "auto") -> torch.Tensor:
-    """H-MoRe's boundary constraint G (method.md): multi-scale patch-centroid Chamfer between the edges of
+    """H-MoRe's boundary constraint G (docs/method.md): multi-scale patch-centroid Chamfer between the edges of
     the flow and the human boundary.
 
     Flow edges: ``hmore_kernels.flow_edges(flow, mask, band)`` (normalised Sobel magnitude, per-image max
@@ -207,7 +207,7 @@ def background_loss(flow: torch.Tensor, mask: torch.Tensor, dilation: int = 8, r
 # ------------------------------------------------------------------------------------------ subject terms
 def subject_motion_target(keypoints0: torch.Tensor, keypoints1: torch.Tensor, conf0: torch.Tensor,
                           conf1: torch.Tensor, joints=TORSO_JOINTS):
-    """v_s target [ours, method.md]: the mean offset of the torso joints weighted by ``c0 * c1``.
+    """v_s target [ours, docs/method.md]: the mean offset of the torso joints weighted by ``c0 * c1``.
 
     Args: keypoints ``[B, J, 2]`` and confidences ``[B, J]`` of the subject at t and t+1.
     Returns: ``(v_s [B, 2], valid bool [B])``; invalid (0) where every torso weight is 0.

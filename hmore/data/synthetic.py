@@ -17,7 +17,7 @@ part's local frame, where its shape and texture live):
 * **subject motion** ``v_s``: the mean displacement t -> t+1 of the torso joints (COCO 5, 6, 11, 12),
   each weighted by ``c_t * c_{t+1}`` (their confidences in both frames); the plain mean if all four
   weights are 0. Computed from the exact joints even when keypoint noise is on.
-* **local flow** ``= world flow - v_s`` of the pixel's subject (method.md), 0 off the body.
+* **local flow** ``= world flow - v_s`` of the pixel's subject (docs/method.md), 0 off the body.
 * **occlusion** (t -> t+1): a body pixel of frame t whose destination ``p + flow``, rounded to the
   nearest pixel, leaves the frame or shows another part (another limb or subject in front) in t+1.
 * **background flow**: the motion of the background layer (camera + distractors) at every pixel,

@@ -1,4 +1,4 @@
-"""Attention blocks of H-MoRe [ours, method.md]: self-attention on Φ's 1/8 feature maps (with a 2-D
+"""Attention blocks of H-MoRe [ours, docs/method.md]: self-attention on Φ's 1/8 feature maps (with a 2-D
 sinusoidal positional encoding), and the cross-attention layers of Ψ (learned subject queries over
 1/8 tokens). Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels
 on GPU), except Ψ's last layer, whose attention weights are returned to pool the flow."""

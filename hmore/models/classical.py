@@ -1,5 +1,5 @@
 """Classical optical flow (OpenCV), in one place: the baselines of ``hmore eval`` and the warm start of Φ
-(``HMoReConfig.flow_init = "dis"``, method.md [ours, option]: RAFT's ``flow_init`` from a classical estimate).
+(``HMoReConfig.flow_init = "dis_medium"``, docs/method.md [ours, option]: RAFT's ``flow_init`` from a classical estimate).
 
 Every function works on grayscale uint8 frames (BT.601 luma of RGB, OpenCV's ``cvtColor``)."""
 from __future__ import annotations

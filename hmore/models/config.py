@@ -1,6 +1,6 @@
 """HMoReConfig: every architectural and loss choice of the model, saved inside every checkpoint.
 
-method.md marks what the paper states [paper] and what this project chose to fill its gaps [ours]; each
+docs/method.md marks what the paper states [paper] and what this project chose to fill its gaps [ours]; each
 [ours] choice is a field here so a user reproducing the paper can see and change it.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def unknown_key_error(key: str, valid, where: str) -> ValueError:
 
 @dataclass
 class HMoReConfig:
-    """The H-MoRe model and its loss. Defaults follow method.md.
+    """The H-MoRe model and its loss. Defaults follow docs/method.md.
 
     Φ (world flow), RAFT-small [paper]:
         feature_dim (128), hidden_dim (96), context_dim (64), corr_levels (4), corr_radius (3),
@@ -33,7 +33,7 @@ class HMoReConfig:
         attention_mlp_ratio (2).
     Ψ (subject motion) [paper: 4 cross-attention layers; the rest ours]: psi_layers (4), psi_dim (96),
         psi_heads (4), psi_detach_flow (True: Ψ's losses do not move Φ through its flow input).
-    Options of ours for real video [ours, method.md "Networks"]:
+    Options of ours for real video [ours, docs/method.md "Networks"]:
         flow_target ("world": Φ predicts world flow directly, as the paper; "full": Φ predicts the full optical
             flow, scene included, supervised on every pixel where exact flow exists, and world flow = full flow x
             subject map), flow_init ("none"; or a classical method of :mod:`hmore.models.classical`, e.g.

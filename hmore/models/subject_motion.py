@@ -1,5 +1,5 @@
 """Ψ, the subject-motion network [paper: 4 cross-attention layers producing v_s from M_w and the frames;
-the rest ours, method.md]: one learned query per subject attends over 1/8-resolution tokens built from
+the rest ours, docs/method.md]: one learned query per subject attends over 1/8-resolution tokens built from
 Φ's frame-1 features and the world flow. Outputs ``v_s [B, 2]`` and subject-map logits at 1/8.
 
 v_s is the flow pooled by the last layer's attention weights plus a learned correction (zero at

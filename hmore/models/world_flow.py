@@ -1,5 +1,5 @@
 """Φ, the world-flow network: RAFT-small with self-attention on the 1/8 features of both frames before
-the correlation [paper: RAFT-small + 2 self-attention blocks; placement ours, method.md]. The correlation
+the correlation [paper: RAFT-small + 2 self-attention blocks; placement ours, docs/method.md]. The correlation
 goes through :class:`hmore_kernels.CorrBlock`, so ``backend=`` and the memory-free mode reach it."""
 from __future__ import annotations
 
