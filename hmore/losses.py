@@ -283,6 +283,11 @@ class HMoReLoss(nn.Module):
     weight (after the iteration sum), plus ``epe`` (final-iteration end-point error, a metric).
     """
 
+    # every name forward() can return in ``terms``: train.py's log columns are derived from it (a term missing
+    # here would never reach log.csv; tests/test_losses.py checks every config's terms are listed)
+    TERMS = ("skeleton", "boundary", "background", "epe_full", "epe_world", "epe_local", "subject_motion",
+             "subject_map", "epe")
+
     def __init__(self, config=None):
         super().__init__()
         from .models.config import HMoReConfig

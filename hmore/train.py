@@ -37,7 +37,9 @@ from .models.config import HMoReConfig, config_from_dict, unknown_key_error
 __all__ = ["TrainConfig", "load_config", "train", "TrainingDiverged", "find_checkpoints", "latest_checkpoint",
            "atomic_save", "LOG_COLUMNS"]
 
-TERMS = ("skeleton", "boundary", "background", "epe_full", "epe_world", "epe_local", "subject_motion", "subject_map", "epe")
+from .losses import HMoReLoss  # noqa: E402  (the loss declares its terms; the log's columns follow)
+
+TERMS = HMoReLoss.TERMS
 # the validation pass (TrainConfig.val_every): per val set, body world-flow EPE (px), background leakage (px)
 # and the subject map's IoU with the true mask, pooled over the set (hmore.evaluate's definitions)
 VAL_SETS = ("synthetic", "photos")
@@ -330,7 +332,9 @@ class CsvLog:
         elif not os.path.isfile(path) or resume_step is None:
             atomic_write_bytes(path, (",".join(LOG_COLUMNS) + "\n").encode())
         self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, LOG_COLUMNS, extrasaction="ignore")
+        # "raise": a value without a column is a bug to hear about, not to drop (old rows rewritten above may
+        # carry retired columns; those are ignored)
+        self.w = csv.DictWriter(self.f, LOG_COLUMNS, extrasaction="raise")
 
     def write(self, row: dict) -> None:
         self.w.writerow(row)

@@ -302,3 +302,28 @@ class TestHMoReLoss:
         batch["has_flow"] = torch.tensor([False])
         _, t2 = HMoReLoss(cfg)(out, batch, constraints=False)
         assert "epe_full" not in t2 and float(t2["subject_motion"]) == 0.0
+
+
+def test_every_term_the_loss_returns_is_a_log_column():
+    """The loss declares its terms (HMoReLoss.TERMS) and train.py's log columns are derived from them: every term
+    a config can produce must be listed, or it would never reach log.csv."""
+    from hmore.train import LOG_COLUMNS
+
+    H, W = 8, 8
+    mask = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    mask[..., 2:6, 2:6] = True
+    kp = torch.rand(1, 17, 2) * 8
+    batch = {"mask0": mask, "world_flow": torch.zeros(1, 2, H, W), "local_flow": torch.zeros(1, 2, H, W),
+             "flow_valid": mask.clone(), "full_flow": torch.zeros(1, 2, H, W),
+             "full_valid": torch.ones(1, 1, H, W, dtype=torch.bool), "has_flow": torch.tensor([True]),
+             "subject_motion": torch.zeros(1, 2), "keypoints0": kp, "keypoints1": kp + 1,
+             "conf0": torch.ones(1, 17), "conf1": torch.ones(1, 17)}
+    seen = set()
+    for target in ("world", "full"):
+        f = torch.rand(1, 2, H, W)
+        out = {"world_flow": f, "full_flow": f, "local_flow": f, "subject_motion": torch.zeros(1, 2),
+               "subject_map": torch.full((1, 1, H, W), 0.5), f"{target}_flow_iters": [f, f]}
+        _, terms = HMoReLoss(HMoReConfig(flow_target=target, patch_sizes=(4,)))(out, batch)
+        seen |= set(terms)
+    assert seen == set(HMoReLoss.TERMS)
+    assert set(HMoReLoss.TERMS) <= set(LOG_COLUMNS)

@@ -152,8 +152,9 @@ class HMoReConfig:
 
         if self.flow_init != "none" and self.flow_init not in DIS_PRESETS:
             bad("flow_init", f"'none' or one of {tuple(DIS_PRESETS)}")
-        for name in ("w_skeleton", "w_boundary", "w_background", "w_subject_motion", "w_subject_map", "w_epe",
-                     "w_local_epe", "w_epe_full", "intensity_weight", "min_offset"):
+        # every loss weight (a field named w_*) is checked here, so a new term needs no edit of this list
+        weights = [f.name for f in dataclasses.fields(self) if f.name.startswith("w_")]
+        for name in weights + ["intensity_weight", "min_offset"]:
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 bad(name, "a finite number >= 0")
         if self.epe_region not in ("body", "all"):
