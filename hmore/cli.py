@@ -173,7 +173,7 @@ def _infer(a) -> int:
                          iters=a.iters, batch_size=a.batch_size, compile=a.compile, max_frames=a.max_frames,
                          kitti=a.kitti, max_flow=a.max_flow, video=not a.no_video, overwrite=a.overwrite,
                          progress=not a.quiet, size=size, scale=a.scale, path="plain" if a.plain else "auto",
-                         warm_start=not a.no_warm_start, warm_iters=a.warm_iters, prior=a.prior)
+                         warm_start=a.warm_start, warm_iters=a.warm_iters, prior=a.prior)
     rate = f"{st['pairs_per_s']:.2f} pairs/s" if st.get("pairs_per_s") else "nothing left to run (resumed a finished run)"
     wh, ww = st["working_size"]
     at = "" if [wh, ww] == [st["height"], st["width"]] else f" (model at {ww}x{wh})"
@@ -267,9 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--scale", type=float, default=None, help="working size as a factor of the frames' size (instead of --size)")
     q.add_argument("--plain", action="store_true",
                    help="the plain path: pairs run independently, each frame encoded twice (default for videos and "
-                        "folders: the video path, each frame encoded once, warm start)")
-    q.add_argument("--no-warm-start", action="store_true",
-                   help="video path without warm start: every pair runs --iters from zero (results equal --plain)")
+                        "folders: the video path, each frame encoded once; same results)")
+    q.add_argument("--warm-start", action="store_true",
+                   help="video path: start each pair from the previous pair's flow and run --warm-iters (off by "
+                        "default: the shipped weights drift under it, see docs/model.md)")
     q.add_argument("--warm-iters", type=int, default=None,
                    help="iterations of a warm-started pair (default: half of --iters)")
     q.add_argument("--prior", default="auto", choices=("auto", "none"),
