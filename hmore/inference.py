@@ -364,7 +364,12 @@ class Predictor:
         a = np.asarray(a)
         if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
             raise ValueError(f"{name}: expected uint8 [B, H, W, 3] RGB, got {a.dtype} {a.shape}")
-        a = _resize_frames(a, self.working_size(*a.shape[1:3]))
+        from .models import MIN_SIZE
+
+        size = self.working_size(*a.shape[1:3])
+        if min(size) < MIN_SIZE:
+            raise ValueError(f"{name}: frames are {a.shape[2]}x{a.shape[1]}; H-MoRe needs at least {MIN_SIZE}x{MIN_SIZE}")
+        a = _resize_frames(a, size)
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device).permute(0, 3, 1, 2)
 
     def _prior(self, x_u8):
