@@ -1,13 +1,21 @@
 """H-MoRe model benchmark: a training step (forward, backward, AdamW) with the fused ops against the same
 model on ``backend="reference"``, and inference pairs/s, side by side in one run.
 
-    python3 -m benchmarks.bench_model [--quick] [--threads N] [--only train,infer,e2e]
+    python3 -m benchmarks.bench_model [--quick] [--threads N] [--only train,infer,e2e,video]
 
 Rows go to ``benchmarks/results/<device>.csv`` (family "model"). Targets (issue 9): training step >= 1.5x
 faster with the fused ops than with the reference; on an H100, >= 150 pairs/s at 384x512 in bf16.
 End to end (issue 10, ``e2e``): ``hmore infer`` (decode, model with the shipped weights, .flo/PNG writes)
-on the bundled carphone clip at its size (176x144) and resized to 496x368, beside OpenCV's DIS (each preset)
+on the bundled carphone clip at its size (176x144) and resized to 496x368 (``size="native"``; since issue 18
+through the video path, each frame encoded once), beside OpenCV's DIS (each preset)
 and torchvision's ``raft_small`` (random weights: speed only; 12 updates) on the same frames.
+Video path (issue 18, ``video``): the shipped weights on the carphone clip resized to 256x256, side by side:
+the plain path (each pair on its own), the video path (each frame encoded once; same iterations: equal
+results), the video path with warm start and half the iterations, and the video path with half the
+iterations from zero; each with its speed-up over the plain path (``x_ref``) and, in the note, the mean EPE
+of its world flow against the plain path's and the last pair's (where a warm-start chain's drift shows). Then a 1920x1080 clip (carphone
+upscaled) through ``hmore.infer`` at the default working size, in a child process whose peak RSS is the
+row's ``peak_mib``.
 """
 from __future__ import annotations
 
@@ -100,7 +108,8 @@ def e2e_rows(meta, quick, device):
                 cv2.imwrite(os.path.join(src, f"{i:04d}.png"), f[..., ::-1])
             times = []
             for rep in range(1 if quick else 2):  # the first run also warms up allocator and caches
-                st = infer_to_folder(src, os.path.join(tmp, f"out{rep}"), device=str(device), progress=False)
+                st = infer_to_folder(src, os.path.join(tmp, f"out{rep}"), device=str(device), progress=False,
+                                     size="native")  # as the rows before the working size (issue 18)
                 times.append(st["seconds"] / st["pairs_run"])
             rows.append({**meta, "family": "model", "op": "hmore_infer_e2e", "backend": "auto", "shape": shape,
                          "median_ms": round(1e3 * min(times), 3), "pairs_per_s": round(1.0 / min(times), 3)})
@@ -137,15 +146,104 @@ def e2e_rows(meta, quick, device):
     return rows
 
 
+def _video_paths(frames, repeats):
+    """pairs/s and world flows of each path of :class:`hmore.inference.Predictor` on ``frames`` (256x256)."""
+    import time
+
+    from hmore.inference import Predictor
+
+    pred = Predictor(device="cpu" if not torch.cuda.is_available() else "auto", size="native")
+    iters = pred.iters
+    half = max(1, iters // 2)
+    cold_half = Predictor(pred.model, device=str(pred.device), size="native", iters=half)
+    pred.warm_iters = half
+    runs = [("plain", f"iters {iters}", lambda: pred.pairs(frames, batch_size=4)),
+            ("video_encode_once", f"iters {iters}", lambda: pred.video(frames, batch_size=4)),
+            ("video_warm_start", f"iters {iters} then {half} warm", lambda: pred.video(frames, batch_size=4, warm_start=True)),
+            ("video_fewer_iters", f"iters {half} from zero", lambda: cold_half.video(frames, batch_size=4))]
+    out = {}
+    for name, label, fn in runs:
+        best, res = None, None
+        for _ in range(repeats):  # the first run also warms up allocator and caches
+            t0 = time.perf_counter()
+            res = list(fn())
+            dt = (time.perf_counter() - t0) / len(res)
+            best = dt if best is None else min(best, dt)
+        out[name] = (label, best, [r.world_flow for r in res])
+    return out
+
+
+def _p1080_child(q, threads, n):
+    """In a fresh process: ``hmore.infer`` on a folder of ``n`` 1920x1080 PNG frames at the default working
+    size (decode included); puts (s/pair, working size, output shape)."""
+    import os
+    import tempfile
+    import time
+
+    import cv2
+
+    import hmore
+    from hmore.inference import Predictor
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    frames = [cv2.resize(f, (1920, 1080), interpolation=cv2.INTER_LINEAR) for f in _clip_frames(n)]
+    size = Predictor(weights=None).working_size(1080, 1920)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, f in enumerate(frames):
+            cv2.imwrite(os.path.join(tmp, f"{i:04d}.png"), f[..., ::-1])
+        del frames
+        list(hmore.infer(tmp, device="cpu", max_frames=2))  # warm-up pair
+        t0 = time.perf_counter()
+        res = list(hmore.infer(tmp, device="cpu"))
+        q.put(((time.perf_counter() - t0) / len(res), size, res[0].world_flow.shape))
+
+
+def video_rows(meta, quick, device):
+    """The video path beside the plain path at 256x256, and a 1080p clip at the default working size."""
+    import multiprocessing as mp
+    import resource
+
+    import numpy as np
+
+    n = 5 if quick else 17
+    frames = _clip_frames(n, (256, 256))
+    res = _video_paths(frames, 1 if quick else 2)
+    ref = res["plain"][2]
+    shape = f"{len(frames) - 1} pairs 256x256"
+    rows = []
+    for name, (label, dt, flows) in res.items():
+        epe = [float(np.hypot(*(a - b).transpose(2, 0, 1)).mean()) for a, b in zip(flows, ref)]
+        rows.append({**meta, "family": "model", "op": f"hmore_{name}", "backend": "auto", "shape": f"{shape} {label}",
+                     "median_ms": round(1e3 * dt, 3), "pairs_per_s": round(1.0 / dt, 3),
+                     "x_ref": round(res["plain"][1] / dt, 3),  # the existing columns: the file stays append-only
+                     "note": f"x_ref = speed-up over hmore_plain; EPE vs plain: mean {np.mean(epe):.4f} px, last pair "
+                             f"EPE vs plain {epe[-1]:.3f} px; mean |plain world flow| "
+                             f"{np.mean([np.hypot(*f.transpose(2, 0, 1)).mean() for f in ref]):.3f} px"})
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_p1080_child, args=(q, torch.get_num_threads(), 3 if quick else 5))
+    proc.start()
+    dt, size, out_shape = q.get()
+    proc.join()
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # KiB on Linux
+    rows.append({**meta, "family": "model", "op": "hmore_infer_1080p_default_size", "backend": "auto",
+                 "shape": f"{3 - 1 if quick else 5 - 1} pairs 1920x1080 model at {size[1]}x{size[0]} video path",
+                 "median_ms": round(1e3 * dt, 3), "pairs_per_s": round(1.0 / dt, 3), "peak_mib": round(peak, 1),
+                 "note": f"peak RSS of the whole child process (torch, decode, 1080p frames); outputs {out_shape}"})
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, few runs (a smoke run)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--only", default="train,infer,e2e", help="comma-separated parts: train, infer, e2e")
+    ap.add_argument("--only", default="train,infer,e2e,video", help="comma-separated parts: train, infer, e2e, video")
     a = ap.parse_args(argv)
     parts = set(a.only.split(","))
-    if not parts <= {"train", "infer", "e2e"}:
-        raise SystemExit(f"--only: unknown part(s) {sorted(parts - {'train', 'infer', 'e2e'})}")
+    known = {"train", "infer", "e2e", "video"}
+    if not parts <= known:
+        raise SystemExit(f"--only: unknown part(s) {sorted(parts - known)}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = set_threads(a.threads)
     meta = metadata(device, threads)
@@ -169,13 +267,15 @@ def main(argv=None):
                      **s, "pairs_per_s": round(1e3 * b / s["median_ms"], 3)})
     if "e2e" in parts:
         rows += e2e_rows(meta, a.quick, device)
+    if "video" in parts:
+        rows += video_rows(meta, a.quick, device)
     if device.type == "cuda" and "infer" in parts:
         s = summarize(measure(infer_fn(8, 384, 512, 12, device, torch.bfloat16), **kw))
         rows.append({**meta, "family": "model", "op": "inference_bf16", "backend": "auto", "shape": "8x3x384x512 iters 12",
                      **s, "pairs_per_s": round(8e3 / s["median_ms"], 3)})
     print_table(rows, [("op", "op"), ("backend", "backend"), ("shape", "shape"), ("median_ms", "median ms"),
                        ("iqr_ms", "IQR ms"), ("ratio_vs_reference", "x ref"),
-                       ("pairs_per_s", "pairs/s")])
+                       ("pairs_per_s", "pairs/s"), ("x_ref", "x plain"), ("peak_mib", "peak MiB")])
     if speed is not None:
         print(f"training step, fused vs reference: {speed:.2f}x (target >= {TARGET_TRAIN_SPEEDUP}x: "
               f"{'met' if speed >= TARGET_TRAIN_SPEEDUP else 'missed'})")

@@ -158,14 +158,43 @@ def _infer(a) -> int:
     from hmore.inference import infer_to_folder
 
     _out_dir(a.out)
+    size = _size_arg(a.size)
+    if a.scale is not None and a.size is not None:
+        raise ValueError("--scale: give --size or --scale, not both")
+    try:
+        from hmore.inference import check_size
+        from hmore.models import MIN_SIZE
+
+        check_size(size, a.scale, MIN_SIZE)
+    except ValueError as e:  # name the option, not the Python argument
+        msg = str(e)
+        raise ValueError("--" + msg) from None
     st = infer_to_folder(a.inputs, a.out, weights=_weights_arg(a.weights), device=a.device, dtype=a.dtype,
                          iters=a.iters, batch_size=a.batch_size, compile=a.compile, max_frames=a.max_frames,
                          kitti=a.kitti, max_flow=a.max_flow, video=not a.no_video, overwrite=a.overwrite,
-                         progress=not a.quiet)
+                         progress=not a.quiet, size=size, scale=a.scale, path="plain" if a.plain else "auto",
+                         warm_start=a.warm_start, warm_iters=a.warm_iters, prior=a.prior)
     rate = f"{st['pairs_per_s']:.2f} pairs/s" if st.get("pairs_per_s") else "nothing left to run (resumed a finished run)"
-    print(f"{a.out}: {st['pairs_done']} pairs {st['width']}x{st['height']} on {st['device']}; {rate}"
+    wh, ww = st["working_size"]
+    at = "" if [wh, ww] == [st["height"], st["width"]] else f" (model at {ww}x{wh})"
+    print(f"{a.out}: {st['pairs_done']} pairs {st['width']}x{st['height']}{at} on {st['device']}; {rate}"
           + ("; panels.mp4" if not a.no_video else ""))
     return 0
+
+
+def _size_arg(v):
+    """``--size``: None (auto), ``auto``, ``native`` / ``0``, or ``H W``."""
+    if v is None:
+        return "auto"
+    if len(v) == 1 and v[0] in ("auto", "native", "0"):
+        return "native" if v[0] == "0" else v[0]
+    try:
+        if len(v) != 2:
+            raise ValueError
+        h, w = int(v[0]), int(v[1])
+    except ValueError:
+        raise ValueError(f"--size: expected H W (two ints), 'auto' or 'native' (or 0), got {' '.join(v)!r}") from None
+    return (h, w)
 
 
 def _weights_arg(w: str):
@@ -232,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-flow", type=float, default=None,
                    help="flow radius drawn fully saturated (default: from the first pair, fixed for the run)")
     q.add_argument("--no-video", action="store_true", help="skip panels.mp4")
+    q.add_argument("--size", nargs="+", default=None, metavar="H W",
+                   help="working size: H W, 'native' (or 0: the frames' size), or 'auto' (default: the shorter "
+                        "side capped at 256 px, aspect kept); flows come back at the frames' size, scaled")
+    q.add_argument("--scale", type=float, default=None, help="working size as a factor of the frames' size (instead of --size)")
+    q.add_argument("--plain", action="store_true",
+                   help="the plain path: pairs run independently, each frame encoded twice (default for videos and "
+                        "folders: the video path, each frame encoded once; same results)")
+    q.add_argument("--warm-start", action="store_true",
+                   help="video path: start each pair from the previous pair's flow and run --warm-iters (off by "
+                        "default: the shipped weights drift under it, see docs/model.md)")
+    q.add_argument("--warm-iters", type=int, default=None,
+                   help="iterations of a warm-started pair (default: half of --iters)")
+    q.add_argument("--prior", default="auto", choices=("auto", "none"),
+                   help="auto: a model with a person-prior input gets the segmenter's prior; none: frames only")
     q.add_argument("--overwrite", action="store_true", help="start again in a folder holding another run")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_infer)

@@ -4,6 +4,7 @@ help text on every option)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 
@@ -308,3 +309,174 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
         assert (out / "real" / "panel.png").is_file() and (out / "real" / "infer" / "panels.mp4").is_file()
         if mediapipe_available() is None:
             assert "real" in ev and (out / "evaluation_real.csv").is_file()
+
+
+# ------------------------------------------------------------------------------------------ video path, size
+DIS_PRIOR = {**TINY, "flow_init": "dis_medium", "flow_target": "full", "refine_dim": 8, "person_prior": True}
+
+
+def fake_prior(calls=None):
+    def fn(frames):  # [B, 3, H, W] in [0, 1] -> [B, 1, H, W]: a made-up "person" = the brighter pixels
+        assert frames.dim() == 4 and frames.shape[1] == 3 and float(frames.max()) <= 1.0
+        if calls is not None:
+            calls.append(frames.shape[0])
+        return (frames.mean(1, keepdim=True) > 0.5).float()
+    return fn
+
+
+def count_encodes(m):
+    calls, real = [], m.phi.encode
+
+    def encode(images, context=True):
+        calls.append(images.shape[0])
+        return real(images, context)
+
+    m.phi.encode = encode
+    return calls
+
+
+@pytest.mark.parametrize("cfg", [TINY, DIS_PRIOR], ids=["frames", "dis_full_refine_prior"])
+def test_video_path_equals_plain_and_encodes_each_frame_once(cfg):
+    torch.manual_seed(0)
+    m = HMoRe(HMoReConfig(**cfg)).eval()
+    frames = moving_frames(7)
+    prior_calls = []
+    p = Predictor(m, device="cpu", prior_fn=fake_prior(prior_calls))
+    plain = list(p.pairs(frames, batch_size=2))
+    enc = count_encodes(m)
+    prior_calls.clear()
+    vid = list(p.video(frames, batch_size=3))  # chunks of 4 + 3 frames: the carried frame joins the second
+    assert [r.index for r in vid] == list(range(6))
+    assert sum(enc) == 7 and len(enc) == 2  # 7 frames, each encoded once (plain: 12 frame encodings)
+    if cfg.get("person_prior"):
+        assert sum(prior_calls) == 7  # the prior once per frame as well
+    for a, b in zip(plain, vid):
+        for k in ("world_flow", "local_flow", "subject_map", "subject_motion"):
+            np.testing.assert_allclose(getattr(a, k), getattr(b, k), atol=1e-5, err_msg=k)
+        assert b.flow_low.shape == (2, 9, 10) and a.flow_low is None
+    # a prior changes the outputs of a prior model (and "none" runs it frames-only, as model(prior=None))
+    if cfg.get("person_prior"):
+        x0 = torch.from_numpy(np.stack(frames[:1])).permute(0, 3, 1, 2)
+        x1 = torch.from_numpy(np.stack(frames[1:2])).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            ref = m(x0, x1)
+        none = list(Predictor(m, device="cpu", prior="none").video(frames[:2]))[0]
+        np.testing.assert_allclose(none.world_flow, ref["world_flow"][0].permute(1, 2, 0).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [TINY, DIS_PRIOR], ids=["frames", "dis_full_refine_prior"])
+def test_warm_start_runs_fewer_iterations_and_resumes(cfg, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    m = HMoRe(HMoReConfig(**{**cfg, "iters": 4})).eval()
+    frames = moving_frames(6)
+    iters, real = [], m.phi.decode
+
+    def decode(e1, e2, n, *a, **kw):
+        iters.append((n, kw.get("init_low") is not None))
+        return real(e1, e2, n, *a, **kw)
+
+    monkeypatch.setattr(m.phi, "decode", decode)
+    p = Predictor(m, device="cpu", prior_fn=fake_prior())
+    assert p.warm_iters == 2
+    cold = list(p.video(frames, warm_start=False))
+    iters.clear()
+    warm = list(p.video(frames, batch_size=2, warm_start=True))
+    assert iters == [(4, False)] + [(2, True)] * 4  # the first pair starts from zero with all iterations
+    for a, b in zip(cold, warm):
+        assert a.world_flow.shape == b.world_flow.shape == (72, 80, 2) and b.subject_map.shape == (72, 80)
+        assert np.isfinite(b.world_flow).all()
+    np.testing.assert_allclose(cold[0].world_flow, warm[0].world_flow, atol=1e-5)
+    # hmore infer with warm start, interrupted after 2 pairs and resumed: the chain goes on from the saved
+    # 1/8 flow, so the resumed run writes what the uninterrupted one does
+    if cfg.get("person_prior"):
+        return
+    folder = write_folder(tmp_path / "in", frames)
+    kw = dict(model=m, batch_size=2, progress=False, video=False, warm_start=True, prior_fn=fake_prior())
+    full = infer_to_folder(folder, tmp_path / "full", **kw)
+    assert full["settings"]["path"] == "video" and full["settings"]["warm_iters"] == 2
+    import hmore.data.flow_io as fio
+
+    real_write, calls = fio.write_flo, {"n": 0}
+
+    def flaky(path, flow):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        real_write(path, flow)
+
+    monkeypatch.setattr(fio, "write_flo", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        infer_to_folder(folder, tmp_path / "cut", **kw)
+    monkeypatch.setattr(fio, "write_flo", real_write)
+    assert json.loads((tmp_path / "cut" / "infer.json").read_text())["warm_state_pair"] == 1
+    again = infer_to_folder(folder, tmp_path / "cut", **kw)
+    assert again["pairs_run"] == 3 and again["pairs_done"] == 5
+    for i in range(5):
+        np.testing.assert_allclose(read_flo(str(tmp_path / "full" / "world" / f"{i:06d}.flo")),
+                                   read_flo(str(tmp_path / "cut" / "world" / f"{i:06d}.flo")), atol=1e-5)
+    with pytest.raises(ValueError, match="other path, warm_iters"):  # the plain path is another run
+        infer_to_folder(folder, tmp_path / "cut", model=m, progress=False, path="plain")
+
+
+class ConstantFlow(HMoRe):
+    """A stand-in model: world flow (1, 2) px everywhere at whatever size it is run, subject motion (0.5, 0.25),
+    subject map 1; records the input it got."""
+
+    def forward(self, image1, image2, iters=None, prior=None, flow_init=None, prior_valid=None):
+        self.seen = image1
+        B, _, H, W = image1.shape
+        world = torch.stack([torch.ones(B, H, W), 2 * torch.ones(B, H, W)], 1)
+        v_s = torch.tensor([[0.5, 0.25]]).expand(B, 2)
+        smap = torch.ones(B, 1, H, W)
+        return {"world_flow": world, "local_flow": (world - v_s[:, :, None, None]) * smap, "subject_motion": v_s,
+                "subject_map": smap}
+
+
+def test_working_size_scales_flows_back_to_the_frame():
+    from hmore.inference import working_size
+
+    m = ConstantFlow(HMoReConfig(**TINY)).eval()
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((128, 144, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    p = Predictor(m, device="cpu", size=(64, 96))
+    r = list(p.pairs(frames))[0]
+    assert tuple(m.seen.shape) == (1, 3, 64, 96)  # the model ran at the working size, on INTER_AREA frames
+    np.testing.assert_array_equal(m.seen[0].permute(1, 2, 0).numpy(),
+                                  cv2.resize(frames[0], (96, 64), interpolation=cv2.INTER_AREA))
+    assert r.world_flow.shape == (128, 144, 2) and r.subject_map.shape == (128, 144)
+    # 1 px in x at width 96 is 144/96 = 1.5 px at width 144; 2 px in y at height 64 is 4 px at height 128
+    np.testing.assert_allclose(r.world_flow[..., 0], 1.5, atol=1e-6)
+    np.testing.assert_allclose(r.world_flow[..., 1], 4.0, atol=1e-6)
+    np.testing.assert_allclose(r.subject_motion, [0.75, 0.5], atol=1e-6)
+    np.testing.assert_allclose(r.local_flow[..., 0], 0.75, atol=1e-6)
+    np.testing.assert_allclose(r.subject_map, 1.0, atol=1e-6)
+    assert tuple(list(Predictor(m, device="cpu", size="native").pairs(frames))[0].world_flow[0, 0]) == (1.0, 2.0)
+    # the automatic size: a 1080p phone video runs at 456x256, a small clip at its own size
+    assert working_size(1080, 1920) == (256, 456) and working_size(1920, 1080) == (456, 256)
+    assert working_size(144, 176) == (144, 176) and working_size(144, 176, ("scale", 0.5)) == (72, 88)
+    assert Predictor(m, device="cpu").working_size(720, 1280) == (256, 456)
+
+
+def test_size_errors_name_the_argument(tmp_path, capsys):
+    m = tiny_model()
+    for size, match in (((32, 64), "size: .*below the model's minimum 64x64"), ((0, 64), "size: expected positive"),
+                        ((-8, 64), "size: expected positive"), ("big", "size: expected"), ((64.5, 64), "size: expected two ints")):
+        with pytest.raises(ValueError, match=match):
+            Predictor(m, device="cpu", size=size)
+    with pytest.raises(ValueError, match="scale: expected a positive"):
+        Predictor(m, device="cpu", scale=0)
+    folder = write_folder(tmp_path / "in", moving_frames(3))
+    ck = tmp_path / "tiny.pt"
+    torch.save({"model": m.state_dict(), "config": m.config.to_dict()}, ck)
+    base = ["infer", folder, "--weights", str(ck), "--quiet", "--no-video"]
+    for extra, match in ((["--size", "32", "64"], r"--size: \(32, 64\) is below"), (["--size", "abc"], "--size: expected"),
+                         (["--size", "-8", "64"], "--size: expected positive"), (["--scale", "-1"], "--scale: expected"),
+                         (["--scale", "0.5", "--size", "64", "64"], "--scale: give --size or --scale")):
+        assert main(base + ["--out", str(tmp_path / "o"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err) and "Traceback" not in err, (extra, err)
+    assert main(base + ["--out", str(tmp_path / "o"), "--size", "64", "72"]) == 0
+    assert "2 pairs 80x72 (model at 72x64) on cpu" in capsys.readouterr().out
+    st = json.loads((tmp_path / "o" / "infer.json").read_text())
+    assert st["working_size"] == [64, 72] and st["settings"]["size"] == [64, 72]
+    assert read_flo(str(tmp_path / "o" / "world" / "000000.flo")).shape == (72, 80, 2)
