@@ -317,13 +317,18 @@ def load_model(weights="default", device="cpu", **overrides):
         info["weights"] = "default"
         from .models import default_weights
 
-        info["step"] = default_weights()[1].get("trained", {}).get("step")  # the manifest records it
+        man = default_weights()[1]
+        info["step"] = man.get("trained", {}).get("step")  # the manifest records it
+        info["sha256"] = man.get("sha256")
     elif isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         if not os.path.isfile(path):
             raise ValueError(f"weights: {path}: no such file (expected 'default', 'none' or a checkpoint path)")
         model = hmore.get_model("hmore", weights=path, **overrides)
         info["weights"] = os.path.abspath(path)
+        from .data._io import sha256_file
+
+        info["sha256"] = sha256_file(path)
         try:  # the training step, for the record; weights files without one are fine
             ck = torch.load(path, map_location="cpu", weights_only=True)
             info["step"] = int(ck["step"]) if isinstance(ck, dict) and "step" in ck else None
@@ -864,9 +869,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 def run_eval(a) -> int:
     """The ``hmore eval`` command: evaluate, print the table, write the files. Returns the exit status (0)."""
     check_out_dir(a.out, "--out")
-    device = a.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from .device import resolve_device
+
+    device = str(resolve_device(a.device, "--device"))
     methods = _check_methods(a.methods, METHODS, "--methods")
     model = None
     if any(m in methods for m in _MODEL_METHODS):

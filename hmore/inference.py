@@ -238,22 +238,6 @@ def _default_prior_fn(frames):
     return batch_person_prior(frames)
 
 
-def _resolve_device(device: str):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} asked for, but no CUDA device is available here")
-    if d.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-    return d
-
-
 def _forward_project(flow_low):
     """RAFT's warm start at 1/8: the previous pair's flow ``[B, 2, h, w]`` (1/8 px) carried to where it
     points (each cell's flow moved to ``p + flow(p)``, rounded to the nearest cell; cells several land on
@@ -316,7 +300,9 @@ class Predictor:
 
         from .models import MIN_SIZE, HMoRe, get_model
 
-        self.device = _resolve_device(device)
+        from .device import resolve_device
+
+        self.device = resolve_device(device, "device")
         if dtype == "auto":
             dtype = "bfloat16" if self.device.type == "cuda" else "float32"
         if dtype not in ("float32", "bfloat16"):

@@ -28,7 +28,7 @@ from torch import nn
 import hmore_kernels as hk
 from hmore_kernels.layouts import COCO17
 
-from .data.synthetic import TORSO_JOINTS  # COCO-17 shoulders and hips: the generator's v_s uses the same joints
+from .data.synthetic import TORSO_JOINTS, subject_motion_from_keypoints  # COCO-17 shoulders and hips: the generator's v_s uses the same joints
 
 __all__ = [
     "skeleton_targets", "skeleton_hinge", "skeleton_loss", "boundary_loss", "background_loss",
@@ -205,20 +205,9 @@ def background_loss(flow: torch.Tensor, mask: torch.Tensor, dilation: int = 8, r
 
 
 # ------------------------------------------------------------------------------------------ subject terms
-def subject_motion_target(keypoints0: torch.Tensor, keypoints1: torch.Tensor, conf0: torch.Tensor,
-                          conf1: torch.Tensor, joints=TORSO_JOINTS):
-    """v_s target [ours, docs/method.md]: the mean offset of the torso joints weighted by ``c0 * c1``.
-
-    Args: keypoints ``[B, J, 2]`` and confidences ``[B, J]`` of the subject at t and t+1.
-    Returns: ``(v_s [B, 2], valid bool [B])``; invalid (0) where every torso weight is 0.
-    """
-    j = list(joints)
-    d = keypoints1[:, j] - keypoints0[:, j]
-    w = conf0[:, j] * conf1[:, j]
-    sw = w.sum(1)
-    v = (w.unsqueeze(-1) * d).sum(1) / sw.clamp_min(1e-12).unsqueeze(-1)
-    valid = sw > 0
-    return torch.where(valid.unsqueeze(-1), v, torch.zeros_like(v)), valid
+# v_s target [ours, docs/method.md]: the confidence-weighted torso offset, one definition with the generator's
+# ground truth (hmore.data.synthetic.subject_motion_from_keypoints): ``(v_s [B, 2], valid [B])``
+subject_motion_target = subject_motion_from_keypoints
 
 
 def subject_motion_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,

@@ -367,20 +367,6 @@ def _dist_info():
     return world, rank, local
 
 
-def _resolve_device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(cfg.device)
-    except RuntimeError:
-        raise ValueError(f"config device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {cfg.device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config device: {cfg.device!r} asked for, but no CUDA GPU is available here")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def _loader(cfg: TrainConfig, sources, start_step: int, rank: int, world: int, device):
     from .data.mix import MixedPairs, StepSampler
 
@@ -476,7 +462,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
 
     world, rank, local_rank = _dist_info()
     distributed = world > 1
-    device = _resolve_device(cfg, local_rank)
+    from .device import resolve_device
+
+    device = resolve_device(cfg.device, "config device", local_rank)
     out = cfg.out
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if rank == 0 else (lambda *a: None)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,8 +193,15 @@ class TestOtherTerms:
         v, ok = subject_motion_target(k0, k1, c, c)
         assert ok.tolist() == [True]
         assert v[0].tolist() == pytest.approx([(2 * 1 + 4 * 0.25) / 1.25, 0.0])
+        # every torso weight 0: invalid for the loss, and the unweighted mean, as the generator's ground truth
+        # (one definition: hmore.data.synthetic.subject_motion_from_keypoints)
         v2, ok2 = subject_motion_target(k0, k1, torch.zeros(1, 17), c)
-        assert ok2.tolist() == [False] and v2.abs().sum() == 0
+        assert ok2.tolist() == [False] and v2[0].tolist() == pytest.approx([(2 + 4) / 4, 0.0])
+        from hmore.data.synthetic import subject_motion_from_keypoints
+
+        vn, okn = subject_motion_from_keypoints(k0.numpy(), k1.numpy(), np.zeros((1, 17), np.float32), c.numpy())
+        assert okn.tolist() == [False] and vn[0].tolist() == pytest.approx(v2[0].tolist())
+        assert float(subject_motion_loss(v2 + 1, v2, ok2)) == 0.0  # an invalid sample contributes 0
         pred = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
         tgt = torch.zeros(2, 2)
         assert float(subject_motion_loss(pred, tgt, torch.tensor([True, False]))) == pytest.approx(2.5)

@@ -211,13 +211,31 @@ class Clip:
     meta: dict = field(default_factory=dict)
 
 
-def subject_motion_from_keypoints(k0: np.ndarray, k1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
-    """v_s [..., 2] from keypoints [..., 17, 2] and confidences [..., 17] of two frames (see module doc)."""
-    d = (k1[..., TORSO_JOINTS, :] - k0[..., TORSO_JOINTS, :]).astype(np.float64)
-    w = (c0[..., TORSO_JOINTS] * c1[..., TORSO_JOINTS]).astype(np.float64)
-    sw = w.sum(-1, keepdims=True)
-    weighted = (w[..., None] * d).sum(-2) / np.where(sw > 0, sw, 1.0)
-    return np.where(sw > 0, weighted, d.mean(-2)).astype(np.float32)
+def subject_motion_from_keypoints(k0, k1, c0, c1, joints=TORSO_JOINTS):
+    """v_s, the subject's overall motion, from its keypoints: the mean displacement t -> t+1 of the torso
+    ``joints`` (COCO 5, 6, 11, 12) weighted by ``c0 * c1``; where every weight is 0, the unweighted mean.
+    The one definition for the generator's ground truth and the training target (:mod:`hmore.losses`).
+
+    Args: keypoints ``[..., 17, 2]`` and confidences ``[..., 17]`` of two frames, numpy arrays or torch tensors.
+    Returns: ``(v_s [..., 2], valid [...] bool)``; valid is False where every weight is 0 (detected keypoints
+    then carry no information: the loss ignores such a sample; the generator's exact joints still give the
+    unweighted mean). numpy: float32 (computed in float64); torch: the keypoints' dtype.
+    """
+    j = list(joints)
+    if isinstance(k0, np.ndarray):
+        d = (k1[..., j, :] - k0[..., j, :]).astype(np.float64)
+        w = (c0[..., j] * c1[..., j]).astype(np.float64)
+        where = np.where
+    else:
+        d, w = k1[..., j, :] - k0[..., j, :], c0[..., j] * c1[..., j]
+        import torch
+
+        where = torch.where
+    sw = w.sum(-1)
+    valid = sw > 0
+    weighted = (w[..., None] * d).sum(-2) / where(valid, sw, sw * 0 + 1)[..., None]
+    v = where(valid[..., None], weighted, d.mean(-2))
+    return (v.astype(np.float32) if isinstance(v, np.ndarray) else v), valid
 
 
 # ---- drawing: see synthetic_draw ---------------------------------------------------------------
@@ -522,7 +540,7 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
 
     vs = np.zeros((T - 1, P, 2), np.float32)
     if n_sub:
-        vs[:, :n_sub] = subject_motion_from_keypoints(joints[:-1, :n_sub], joints[1:, :n_sub],
+        vs[:, :n_sub], _ = subject_motion_from_keypoints(joints[:-1, :n_sub], joints[1:, :n_sub],
                                                       conf[:-1, :n_sub], conf[1:, :n_sub])
     # local flow and occlusion are 0 off the body: computed on the box around the subjects only
     local = np.zeros_like(world)
