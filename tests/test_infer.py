@@ -298,12 +298,17 @@ def test_demo_end_to_end_tiny(tmp_path, monkeypatch, capsys):
     assert main(["demo", "--out", str(out), "--weights", str(ck), "--pairs", "2", "--real-frames", "3", "--quiet"]) == 0
     printed = capsys.readouterr().out
     for f in ("synthetic/panel.png", "synthetic/infer/panels.mp4", "synthetic/infer/world/000001.flo",
-              "evaluation.json", "evaluation_synthetic.csv", "evaluation.png"):
+              "photos/panel.png", "evaluation.json", "evaluation_synthetic.csv", "evaluation_photos.csv",
+              "evaluation.png"):
         assert (out / f).is_file(), f
     panel = cv2.imread(str(out / "synthetic" / "panel.png"))
     assert panel.shape == (128, 256, 3)  # prediction over ground truth, 4 tiles of 64x64
     ev = json.loads((out / "evaluation.json").read_text())
-    assert set(ev["synthetic"]["methods"]) == {"hmore", "dis_medium", "zero"}
+    # the tiny model has no person prior: its frames-only run would be "hmore" again and is left out
+    assert set(ev["synthetic"]["methods"]) == {"hmore", "dis_medium", "dis_mediapipe", "zero"}
+    assert set(ev["photos"]["methods"]) == {"hmore", "dis_medium", "dis_mediapipe", "zero"}
+    assert ev["synthetic"]["model"]["sha256"]  # the weights' checksum is on record
+    assert cv2.imread(str(out / "photos" / "panel.png")).shape == (128, 256, 3)
     assert "dis_medium" in printed and "pairs/s" in printed
     if bundled_clip() is not None:
         assert (out / "real" / "panel.png").is_file() and (out / "real" / "infer" / "panels.mp4").is_file()
