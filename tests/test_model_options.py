@@ -167,3 +167,16 @@ def test_shipped_weights_still_load():
 
     m = hmore.get_model("hmore", weights="default")
     assert m.config.flow_target in ("world", "full")
+
+
+def test_hard_gate_keeps_the_whole_flow_on_the_map_at_inference_only():
+    m = tiny(flow_target="full", world_gate="hard").eval()
+    x1, x2 = images(1, 64, 72)
+    with torch.no_grad():
+        o = m(x1, x2)
+    gate = (o["subject_map"] > 0.5).float()
+    assert torch.equal(o["world_flow"], o["full_flow"] * gate)
+    assert torch.equal(o["local_flow"], (o["world_flow"] - o["subject_motion"][:, :, None, None]) * gate)
+    m.train()
+    o = m(x1, x2)
+    assert torch.equal(o["world_flow"], o["full_flow"] * o["subject_map"])  # training gates softly

@@ -41,7 +41,10 @@ class HMoReConfig:
             full-resolution estimate plus Φ's upsampled correction), person_prior (False: Ψ and the refinement
             head take a person-probability map, e.g. MediaPipe's selfie mask, as an extra input; ``model(...,
             prior=None)`` runs frames-only), refine_dim (0: off; > 0: channels of a full-resolution head that
-            refines the flow and the subject map from the frames, the photometric residual and the prior).
+            refines the flow and the subject map from the frames, the photometric residual and the prior),
+        world_gate ("soft": world and local flow are gated by the subject map itself; "hard": at inference (eval
+            mode) by ``subject_map > 0.5``, so a body pixel keeps its whole flow and the silhouette is a clean
+            edge; training always gates softly, where the map needs its gradient).
     Correlation: corr_mode ("auto" | "allpairs" | "otf", see ``hmore_kernels.CorrBlock``),
         corr_memory_budget (bytes or None: CorrBlock's default budget); backend ("auto"): passed to every
         ``hmore_kernels`` op the model and the losses call.
@@ -79,6 +82,7 @@ class HMoReConfig:
     flow_init: str = "none"
     person_prior: bool = False
     refine_dim: int = 0
+    world_gate: str = "soft"
     # correlation and ops
     corr_mode: str = "auto"
     corr_memory_budget: int | None = None
@@ -148,6 +152,8 @@ class HMoReConfig:
             bad("person_prior", "a bool")
         if self.flow_target not in ("world", "full"):
             bad("flow_target", "'world' or 'full'")
+        if self.world_gate not in ("soft", "hard"):
+            bad("world_gate", "'soft' or 'hard'")
         from .classical import DIS_PRESETS
 
         if self.flow_init != "none" and self.flow_init not in DIS_PRESETS:

@@ -75,7 +75,8 @@ class HMoRe(nn.Module):
             classical method is run on the frames (CPU, no gradient).
     Returns a dict of float32 tensors:
         ``world_flow [B, 2, H, W]`` (px, channel 0 = x), ``local_flow [B, 2, H, W]`` =
-        ``(world_flow - subject_motion[:, :, None, None]) * subject_map``, ``subject_motion [B, 2]`` (px),
+        ``(world_flow - subject_motion[:, :, None, None]) * subject_map`` (``* (subject_map > 0.5)`` with
+        ``config.world_gate == "hard"`` in eval mode), ``subject_motion [B, 2]`` (px),
         ``subject_map [B, 1, H, W]`` in [0, 1]; with ``config.flow_target == "full"`` also ``full_flow`` (the
         whole scene's flow; ``world_flow = full_flow * subject_map``). In training mode also
         ``world_flow_iters`` (or ``full_flow_iters`` for the full target: the list of ``iters`` upsampled
@@ -146,8 +147,9 @@ class HMoRe(nn.Module):
         logits = crop(logits)
         smap = torch.sigmoid(logits)
         full = cfg.flow_target == "full"
-        world = flows[-1] * smap if full else flows[-1]
-        local = (world - v_s[:, :, None, None]) * smap
+        gate = (smap > 0.5).to(smap.dtype) if cfg.world_gate == "hard" and not self.training else smap
+        world = flows[-1] * gate if full else flows[-1]
+        local = (world - v_s[:, :, None, None]) * gate
         res = {"world_flow": world, "local_flow": local, "subject_motion": v_s, "subject_map": smap}
         if full:
             res["full_flow"] = flows[-1]
