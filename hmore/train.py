@@ -396,17 +396,16 @@ def model_inputs(batch: dict, mcfg: HMoReConfig) -> dict:
 def validation_sets(cfg: TrainConfig, mcfg: HMoReConfig) -> dict:
     """The fixed val batches of a run: ``{set name: batch dict}`` with ``frame0/1``, ``mask0``, ``world_flow``,
     ``flow_valid`` and, for a person-prior model, ``prior0`` from the segmenter a user runs at inference.
-    Synthetic: the generator's val split (seeds disjoint from training and test) with the run's synthetic
-    overrides (photo textures from the "val" photos); photos: :class:`hmore.data.photos.PhotoPairs` of role
+    Synthetic: the generator's val split (seeds disjoint from training and test) with its default config
+    (the test split's; a run's synthetic overrides do not change it, so recipes compare); photos: :class:`hmore.data.photos.PhotoPairs` of role
     "val" (photos set aside from training; never the held-out test photos)."""
     from .data.photos import PhotoPairs
     from .data.synthetic import SyntheticConfig, SyntheticPairs
 
     H, W = cfg.crop
-    syn = dict(cfg.synthetic)
-    if "photo_role" in {f.name for f in dataclasses.fields(SyntheticConfig)}:
-        syn["photo_role"] = "val"
-    sets = {"synthetic": SyntheticPairs("val", cfg.val_pairs, SyntheticConfig(height=H, width=W, **syn)),
+    # the generator's defaults, as the test split: the same val pairs for every recipe, whatever its
+    # synthetic overrides (photo backgrounds, speeds), so runs compare
+    sets = {"synthetic": SyntheticPairs("val", cfg.val_pairs, SyntheticConfig(height=H, width=W)),
             "photos": PhotoPairs("val", cfg.val_pairs, H, W)}
     out = {}
     for name, ds in sets.items():
