@@ -1,20 +1,21 @@
-"""README performance tables rendered from the committed results files.
+"""The performance tables of docs/benchmarks.md rendered from the committed results files.
 
-    python3 -m benchmarks.readme_tables            # rewrite README.md between the perf markers
-    python3 -m benchmarks.readme_tables --check    # exit 1 with a diff when README.md is out of sync (CI)
+    python3 -m benchmarks.readme_tables            # rewrite docs/benchmarks.md between the perf markers
+    python3 -m benchmarks.readme_tables --check    # exit 1 with a diff when docs/benchmarks.md is out of sync (CI)
 
-Every figure in the README's performance tables comes from a row of ``benchmarks/results/*.csv``, so a
+Every figure in the performance tables comes from a row of ``benchmarks/results/*.csv``, so a
 number can always be traced to the run (commit, machine, load) that produced it. For each section
 (``<!-- perf:SECTION:begin -->`` ... ``<!-- perf:SECTION:end -->``) and machine, the script takes the
 latest clean row of every configuration (op, size, workload, dtype, direction, implementation, mode,
 threads, ...): rows whose commit is "-dirty" (an uncommitted tree), "unknown" or empty are never shown.
 It renders one line per workload with one column per implementation (median ms), the speed-ups each of
 our rows measured against its baselines in the same run, and the commit(s) and load average of the run,
-followed by generated summary lines (the spread of our timings; every forward+backward row where our
-fused backward is slower than the reference).
+followed by generated summary lines (the spread of our timings; every row where a peer library --
+kornia, OpenCV, SciPy, ``torch.cdist``, the stock model, torchvision -- measured in the same run was
+faster than ours; every forward+backward row where our fused backward is slower than the reference).
 
 Sections: ``edges``, ``corr``, ``chamfer``, ``skeleton``, ``synthetic``, ``integrations``, ``model``
-(the ``family`` column, else the op's family). A section with rows but no markers in the README is an
+(the ``family`` column, else the op's family). A section with rows but no markers in the document is an
 error, so a new kind of result cannot go unseen; markers without rows render "no clean rows yet".
 ``tracking`` renders ``chamfer_tracking.json`` (bench_chamfer's rank correlation of
 patch_centroid_chamfer with boundary_chamfer), unless it came from an uncommitted tree.
@@ -32,7 +33,7 @@ from pathlib import Path
 from . import common
 
 RESULTS_DIR = common.RESULTS_DIR
-README = common.REPO_ROOT / "README.md"
+DOC = common.REPO_ROOT / "docs" / "benchmarks.md"
 
 # The op's family when a row has no "family" column value (the kernel benchmarks write none).
 OP_SECTION = {
@@ -146,6 +147,12 @@ def _ms(v: float) -> str:
     return f"{_num(v / 1000)} s" if v >= 10_000 else _num(v)
 
 
+def _ms_unit(v: float) -> str:
+    """_ms with its unit: "4.49 ms", "14.2 s"."""
+    t = _ms(v)
+    return t if t.endswith(" s") else f"{t} ms"
+
+
 def _x(v: float) -> str:
     return f"{_num(v)}x"
 
@@ -218,9 +225,48 @@ def _synthetic_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+# The libraries a user would otherwise call (every baseline but our own reference), as the prose names them.
+PEERS = {"stock": "the stock model", "torchvision": "torchvision", "kornia": "kornia", "opencv": "OpenCV",
+         "scipy": "SciPy", "cdist": "torch.cdist", "unfold": "the unfold baseline"}
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return a.get("commit") == b.get("commit") and a.get("timestamp") == b.get("timestamp")
+
+
+def peer_lines(rows: list[dict]) -> list[str]:
+    """Generated prose: how many of our rows had a peer library (PEERS) timed on the same workload in the
+    same run (same commit and start time), and every such row where a peer was faster, with both times."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if _ok(r) and _f(r.get("median_ms")):
+            groups.setdefault((r["op"], r["size"], _workload(r), r["kind"], r.get("threads", "")), []).append(r)
+    compared, slower = 0, []
+    for (op, size, work, kind, threads), g in groups.items():
+        for ours in (r for r in g if r["impl"] in OURS):
+            peers = [p for p in g if p["impl"] in PEERS and _same_run(p, ours)]
+            if not peers:
+                continue
+            compared += 1
+            for p in sorted(peers, key=lambda p: _f(p["median_ms"])):
+                if _f(p["median_ms"]) < _f(ours["median_ms"]):
+                    what = " ".join(x for x in (f"`{op}`", size, work if work != size else "", kind,
+                                                f"{threads} thr" if threads else "", ours["impl"]) if x)
+                    slower.append(f"{what}: {PEERS[p['impl']]} {_ms_unit(_f(p['median_ms']))}, "
+                                  f"ours {_ms_unit(_f(ours['median_ms']))}")
+    if not compared:
+        return []
+    if not slower:
+        return [f"- Against the peer libraries measured in the same run: ours is the fastest in all {compared} "
+                f"rows that have one."]
+    return [f"- Against the peer libraries measured in the same run: ours is the fastest in {compared - len(slower)} "
+            f"of {compared} rows that have one; a peer is faster in " + "; ".join(slower) + "."]
+
+
 def summary_lines(rows: list[dict], section: str = "") -> list[str]:
-    """Generated prose: the interquartile spread of our timings, and every forward+backward row of ours
-    slower than the reference (or the stock model) measured in the same run."""
+    """Generated prose: the interquartile spread of our timings, the rows where a peer library measured in
+    the same run is faster (peer_lines), and every forward+backward row of ours slower than the reference
+    (or the stock model) measured in the same run."""
     out = []
     spreads = [] if section not in SPREAD_SECTIONS else [(_f(r.get("iqr_ms")) or 0.0) / _f(r["median_ms"]) * 100 for r in rows
                if r["impl"] in OURS and _ok(r) and _f(r.get("median_ms"))
@@ -230,6 +276,7 @@ def summary_lines(rows: list[dict], section: str = "") -> list[str]:
         mid = spreads[len(spreads) // 2]
         out.append(f"- Interquartile range of our rows with at least 5 runs: {common.fmt(spreads[0])}% to "
                    f"{common.fmt(spreads[-1])}% of the median (median {common.fmt(mid)}%, {len(spreads)} rows).")
+    out.extend(peer_lines(rows))
     slow = [r for r in rows if r["impl"] in OURS and r["kind"] == "fwd+bwd" and _ok(r)
             and _f(r.get("x_ref")) is not None and _f(r["x_ref"]) < 1.0]
     if slow:
@@ -289,7 +336,7 @@ def render_tracking(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(out + [line])
 
 
-def render_readme(text: str, rows: list[dict], extra: dict[str, str] | None = None) -> str:
+def render_doc(text: str, rows: list[dict], extra: dict[str, str] | None = None) -> str:
     """``text`` with every marked section re-rendered from ``rows`` (already reduced by latest_clean);
     ``extra`` maps other section names to their rendered blocks (``tracking``).
 
@@ -299,7 +346,7 @@ def render_readme(text: str, rows: list[dict], extra: dict[str, str] | None = No
     missing = sorted(s for s in have if BEGIN.format(s) not in text)
     if missing:
         raise ValueError(
-            "README.md: results rows of section(s) " + ", ".join(missing) + " have no place in the README; add "
+            "results rows of section(s) " + ", ".join(missing) + " have no place in the document; add "
             + " and ".join(f"'{BEGIN.format(s)}' ... '{END.format(s)}'" for s in missing))
     for s in SECTIONS + tuple(extra) + tuple(sorted(have - set(SECTIONS))):
         b, e = BEGIN.format(s), END.format(s)
@@ -307,7 +354,7 @@ def render_readme(text: str, rows: list[dict], extra: dict[str, str] | None = No
         if nb == 0 and ne == 0:
             continue
         if nb != 1 or ne != 1 or text.index(b) > text.index(e):
-            raise ValueError(f"README.md: expected one '{b}' followed by one '{e}', found {nb} and {ne}")
+            raise ValueError(f"expected one '{b}' followed by one '{e}', found {nb} and {ne}")
         pat = re.compile(re.escape(b) + r".*?" + re.escape(e), re.S)
         block = extra[s] if s in extra else render_section(s, rows)
         text = pat.sub(lambda _m: f"{b}\n{block}\n{e}", text, count=1)
@@ -316,36 +363,37 @@ def render_readme(text: str, rows: list[dict], extra: dict[str, str] | None = No
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if README.md is out of sync")
-    p.add_argument("--readme", type=Path, default=README, help="default: the repository's README.md")
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 with a diff if the document is out of sync")
+    p.add_argument("--doc", "--readme", dest="doc", type=Path, default=DOC,
+                   help="the markdown file holding the perf markers; default: the repository's docs/benchmarks.md")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="default: benchmarks/results")
     args = p.parse_args(argv)
-    if not args.readme.is_file():
-        p.error(f"--readme: no such file {args.readme}")
+    if not args.doc.is_file():
+        p.error(f"--doc: no such file {args.doc}")
     if not args.results.is_dir():
         p.error(f"--results: no such folder {args.results}")
-    old = args.readme.read_text()
+    old = args.doc.read_text()
     try:
-        new = render_readme(old, latest_clean(load_rows(args.results)), {"tracking": render_tracking(args.results)})
+        new = render_doc(old, latest_clean(load_rows(args.results)), {"tracking": render_tracking(args.results)})
     except ValueError as e:
-        print(e, file=sys.stderr)
+        print(f"{args.doc}: {e}", file=sys.stderr)
         return 1
     if args.check:
         if new == old:
-            print(f"{args.readme}: performance tables in sync with {args.results}")
+            print(f"{args.doc}: performance tables in sync with {args.results}")
             return 0
         sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
-                                                   str(args.readme), str(args.readme) + " (regenerated)"))
-        print(f"\n{args.readme} is out of sync with {args.results}: run python3 -m benchmarks.readme_tables",
+                                                   str(args.doc), str(args.doc) + " (regenerated)"))
+        print(f"\n{args.doc} is out of sync with {args.results}: run python3 -m benchmarks.readme_tables",
               file=sys.stderr)
         return 1
     if new != old:
         from hmore.data._io import atomic_write_bytes
 
-        atomic_write_bytes(str(args.readme), new.encode())
-        print(f"{args.readme}: performance tables rewritten")
+        atomic_write_bytes(str(args.doc), new.encode())
+        print(f"{args.doc}: performance tables rewritten")
     else:
-        print(f"{args.readme}: already in sync")
+        print(f"{args.doc}: already in sync")
     return 0
 
 

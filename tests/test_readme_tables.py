@@ -1,8 +1,9 @@
-"""The README's performance tables are generated from benchmarks/results/*.csv (benchmarks/readme_tables.py).
+"""The performance tables of docs/benchmarks.md are generated from benchmarks/results/*.csv
+(benchmarks/readme_tables.py).
 
-test_readme_in_sync is the CI check: it fails, printing the diff, when a results row was added or the
-README edited by hand without regenerating. The other tests pin what "latest clean row" means on small
-hand-made rows.
+test_readme_in_sync is the CI check: it fails, printing the diff, when a results row was added or
+docs/benchmarks.md edited by hand without regenerating (test_check_fails_on_a_stale_copy shows it can).
+The other tests pin what "latest clean row" means on small hand-made rows.
 """
 from __future__ import annotations
 
@@ -34,7 +35,32 @@ def _write(path, rows):
 def test_readme_in_sync(capsys):
     rc = rt.main(["--check"])
     out = capsys.readouterr()
-    assert rc == 0, "README.md is out of sync with benchmarks/results: run python3 -m benchmarks.readme_tables\n" + out.out[-4000:] + out.err
+    assert rc == 0, ("docs/benchmarks.md is out of sync with benchmarks/results: run python3 -m benchmarks.readme_tables\n"
+                     + out.out[-4000:] + out.err)
+
+
+def test_tables_live_in_docs_benchmarks_not_the_readme():
+    assert rt.DOC == rt.common.REPO_ROOT / "docs" / "benchmarks.md"
+    doc = rt.DOC.read_text()
+    for s in rt.SECTIONS + ("tracking",):
+        assert doc.count(rt.BEGIN.format(s)) == 1 and doc.count(rt.END.format(s)) == 1, s
+    assert "perf:" not in (rt.common.REPO_ROOT / "README.md").read_text()
+
+
+def test_check_fails_on_a_stale_copy(tmp_path, capsys):
+    """The CI check is not vacuous: the repository's docs/benchmarks.md with one generated cell edited,
+    or one generated line dropped, is reported out of sync (and left as it was)."""
+    doc = rt.DOC.read_text()
+    cell = "| `sobel` | 1x3x512x512 | 1x3x512x512 | fwd | 2 | "
+    assert cell in doc
+    for stale in (doc.replace(cell, cell + "9", 1),
+                  "\n".join(l for l in doc.split("\n") if "Against the peer libraries" not in l)):
+        assert stale != doc
+        path = tmp_path / "benchmarks.md"
+        path.write_text(stale)
+        assert rt.main(["--check", "--doc", str(path)]) == 1
+        assert "out of sync" in capsys.readouterr().err
+        assert path.read_text() == stale
 
 
 def test_latest_clean_row_per_configuration():
@@ -113,6 +139,20 @@ def test_tracking_block_only_from_a_clean_run(tmp_path):
     assert "Spearman rank correlation 0.993 over all 54 deformations; per family: shift 0.98 (n 20)" in got
     assert "commit abc1234" in got
     assert "No tracking results yet" in rt.render_tracking(tmp_path / "missing")
+
+
+def test_peer_lines_only_from_the_same_run():
+    ours = _row(op="canny", impl="cpu", median_ms="2.0", x_ref="")
+    faster_peer = _row(op="canny", impl="opencv", median_ms="1.0", x_ref="")
+    slower_peer = _row(op="canny", impl="kornia", median_ms="9.0", x_ref="")
+    other_run = _row(op="canny", impl="opencv", median_ms="1.0", x_ref="", timestamp="2026-11-22T00:00:00+00:00")
+    got = rt.peer_lines([ours, faster_peer, slower_peer])
+    assert got == ["- Against the peer libraries measured in the same run: ours is the fastest in 0 of 1 rows that "
+                   "have one; a peer is faster in `canny` 8x2x368x496 fwd 2 thr cpu: OpenCV 1 ms, ours 2 ms."]
+    assert rt.peer_lines([ours, slower_peer]) == [
+        "- Against the peer libraries measured in the same run: ours is the fastest in all 1 rows that have one."]
+    assert rt.peer_lines([ours, other_run]) == []  # another run's OpenCV time is no comparison
+    assert rt.peer_lines([ours, _row(op="canny", impl="reference", median_ms="1.0")]) == []  # the oracle is no peer
 
 
 def test_backward_line_only_from_same_run_comparisons():
