@@ -52,10 +52,29 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=DEFAULT_WEIGHTS, help="weights file to write")
     ap.add_argument("--machine", default=None, help="what trained it (default: this machine's CPU/GPU)")
     ap.add_argument("--note", default="", help="free text stored in the manifest")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an inference-time HMoReConfig field of the shipped config (e.g. world_gate=hard, iters=4); "
+                         "fields that shape the parameters cannot change; recorded in the manifest")
     a = ap.parse_args(argv)
     ck = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
         raise SystemExit(f"{a.checkpoint}: not a checkpoint of hmore train")
+    from hmore.models import HMoReConfig
+    from hmore.train import _parse_value
+
+    changes = {}
+    for item in a.set:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        if k in HMoReConfig.ARCH_FIELDS:
+            raise SystemExit(f"--set {k}: shapes the parameters; the checkpoint was trained with {ck['config'].get(k)!r}")
+        changes[k] = _parse_value(v)
+    if changes:
+        try:
+            ck["config"] = HMoReConfig.from_dict(ck["config"], "checkpoint config").replace(**changes).to_dict()
+        except ValueError as e:
+            raise SystemExit(f"--set: {e}") from None
     run = os.path.dirname(os.path.dirname(os.path.abspath(a.checkpoint)))
     run_cfg = read_json(os.path.join(run, "config.json"), "run config")
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in ck["model"].items()}
@@ -76,7 +95,8 @@ def main(argv=None) -> int:
            "trained": {"step": int(ck["step"]), "of_steps": run_cfg["steps"], "run_config": run_cfg,
                        "machine": machine, "torch": torch.__version__,
                        **_log_summary(os.path.join(run, "log.csv"), int(ck["step"])),
-                       "log": "hmore/weights/training/log.csv", "note": a.note}}
+                       "log": "hmore/weights/training/log.csv", "note": a.note,
+                       "config_changes_at_shipping": changes}}
     atomic_write_json(os.path.splitext(a.out)[0] + ".json", man)
     print(f"{a.out}: {man['bytes'] / 2**20:.2f} MiB, step {man['trained']['step']}, sha256 {man['sha256'][:12]}")
     return 0
