@@ -20,6 +20,7 @@ row's ``peak_mib``.
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -146,13 +147,15 @@ def e2e_rows(meta, quick, device):
     return rows
 
 
-def _video_paths(frames, repeats):
-    """pairs/s and world flows of each path of :class:`hmore.inference.Predictor` on ``frames`` (256x256)."""
+def _video_paths(frames, repeats, baseline_weights=None):
+    """pairs/s and world flows of each path of :class:`hmore.inference.Predictor` on ``frames`` (256x256); with
+    ``baseline_weights`` (a weights file, e.g. the previously shipped one), its plain path too."""
     import time
 
     from hmore.inference import Predictor
 
-    pred = Predictor(device="cpu" if not torch.cuda.is_available() else "auto", size="native")
+    dev = "cpu" if not torch.cuda.is_available() else "auto"
+    pred = Predictor(device=dev, size="native")
     iters = pred.iters
     half = max(1, iters // 2)
     cold_half = Predictor(pred.model, device=str(pred.device), size="native", iters=half)
@@ -161,6 +164,10 @@ def _video_paths(frames, repeats):
             ("video_encode_once", f"iters {iters}", lambda: pred.video(frames, batch_size=4)),
             ("video_warm_start", f"iters {iters} then {half} warm", lambda: pred.video(frames, batch_size=4, warm_start=True)),
             ("video_fewer_iters", f"iters {half} from zero", lambda: cold_half.video(frames, batch_size=4))]
+    if baseline_weights:
+        base = Predictor(weights=baseline_weights, device=dev, size="native")
+        runs.append(("plain_baseline_weights", f"iters {base.iters} weights {os.path.basename(baseline_weights)}",
+                     lambda: base.pairs(frames, batch_size=4)))
     out = {}
     for name, label, fn in runs:
         best, res = None, None
@@ -199,7 +206,7 @@ def _p1080_child(q, threads, n):
         q.put(((time.perf_counter() - t0) / len(res), size, res[0].world_flow.shape))
 
 
-def video_rows(meta, quick, device):
+def video_rows(meta, quick, device, baseline_weights=None):
     """The video path beside the plain path at 256x256, and a 1080p clip at the default working size."""
     import multiprocessing as mp
     import resource
@@ -208,7 +215,7 @@ def video_rows(meta, quick, device):
 
     n = 5 if quick else 17
     frames = _clip_frames(n, (256, 256))
-    res = _video_paths(frames, 1 if quick else 2)
+    res = _video_paths(frames, 1 if quick else 2, baseline_weights)
     ref = res["plain"][2]
     shape = f"{len(frames) - 1} pairs 256x256"
     rows = []
@@ -239,6 +246,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes, few runs (a smoke run)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--only", default="train,infer,e2e,video", help="comma-separated parts: train, infer, e2e, video")
+    ap.add_argument("--baseline-weights", default=None,
+                    help="video part: also time the plain path of these weights (e.g. the previously shipped file)")
     a = ap.parse_args(argv)
     parts = set(a.only.split(","))
     known = {"train", "infer", "e2e", "video"}
@@ -268,7 +277,7 @@ def main(argv=None):
     if "e2e" in parts:
         rows += e2e_rows(meta, a.quick, device)
     if "video" in parts:
-        rows += video_rows(meta, a.quick, device)
+        rows += video_rows(meta, a.quick, device, a.baseline_weights)
     if device.type == "cuda" and "infer" in parts:
         s = summarize(measure(infer_fn(8, 384, 512, 12, device, torch.bfloat16), **kw))
         rows.append({**meta, "family": "model", "op": "inference_bf16", "backend": "auto", "shape": "8x3x384x512 iters 12",
