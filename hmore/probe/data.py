@@ -67,8 +67,8 @@ class ProbeSize:
     width: int = 128
     flow_stride: int = 2
     input_size: int = 32
-    epochs: int = 30
-    batch_size: int = 16
+    epochs: int = 20
+    batch_size: int = 8
     lr: float = 2e-3
     seeds: tuple[int, ...] = (0, 1)
 
@@ -80,12 +80,12 @@ class ProbeSize:
 SIZES = {
     # a few minutes on one CPU core for each task
     "quick": ProbeSize("quick", actions=body.ALL_MOTIONS, action_train_subjects=8, action_test_subjects=4,
-                       action_train_clips=6, action_test_clips=3, gait_train_subjects=10, gait_test_subjects=6,
-                       gait_clips=1, clothing_sets=3, flow_stride=2, epochs=30, seeds=(0, 1)),
+                       action_train_clips=6, action_test_clips=3, gait_train_subjects=16, gait_test_subjects=8,
+                       gait_clips=1, clothing_sets=3, flow_stride=2, seeds=(0, 1)),
     # the numbers for the README (GPU or a long CPU run; see docs/probe.md for the compute)
     "full": ProbeSize("full", actions=body.ALL_MOTIONS, action_train_subjects=30, action_test_subjects=12,
                       action_train_clips=40, action_test_clips=15, gait_train_subjects=40, gait_test_subjects=20,
-                      gait_clips=2, clothing_sets=3, flow_stride=1, input_size=48, epochs=40,
+                      gait_clips=2, clothing_sets=3, flow_stride=1, input_size=48, epochs=30,
                       seeds=(0, 1, 2, 3, 4)),
 }
 

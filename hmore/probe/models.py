@@ -1,7 +1,7 @@
 """The probe's classifiers: one small network per input kind, trained the same way for every representation.
 
-* :class:`FrameCNN` (dense inputs ``[B, T, C, S, S]``): a 2-D CNN applied to every time step (3 conv
-  blocks, 16-32-64 channels), a temporal convolution over the per-step features, then mean + max pooling
+* :class:`FrameCNN` (dense inputs ``[B, T, C, S, S]``): a 2-D CNN applied to every time step (4 conv
+  blocks, 16-32-64-64 channels, max-pooled between), a temporal convolution over the per-step features, then mean + max pooling
   over time -> a 64-d embedding -> a linear head.
 * :class:`STGCN` (skeletons ``[B, T, 17, 3]``): three spatio-temporal graph-convolution blocks over the
   COCO-17 graph (Yan et al., AAAI 2018, "ST-GCN": a graph convolution with the normalised adjacency, then a
@@ -52,11 +52,10 @@ class FrameCNN(nn.Module):
         super().__init__()
 
         def block(i, o):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
 
         self.features = nn.Sequential(block(in_ch, 16), nn.MaxPool2d(2), block(16, 32), nn.MaxPool2d(2), block(32, 64),
-                                      nn.AdaptiveAvgPool2d(1))
+                                      nn.MaxPool2d(2), block(64, 64), nn.AdaptiveAvgPool2d(1))
         self.temporal = nn.Sequential(nn.Conv1d(64, 64, 3, padding=1), nn.BatchNorm1d(64), nn.ReLU(inplace=True))
         self.embed = nn.Linear(128, EMBED_DIM)
         self.head = nn.Linear(EMBED_DIM, num_classes)

@@ -246,7 +246,7 @@ def _write_outputs(out: str, doc: dict, confusions: dict) -> None:
         n = len(confusions)
         cols = min(4, n)
         rows = -(-n // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.9 * rows), squeeze=False)
         for ax in axes.flat[n:]:
             ax.axis("off")
         for ax, (name, m) in zip(axes.flat, confusions.items()):
@@ -257,6 +257,7 @@ def _write_outputs(out: str, doc: dict, confusions: dict) -> None:
             ax.set_yticks(range(len(classes)), classes, fontsize=6)
             ax.set_xlabel("predicted", fontsize=7)
         fig.suptitle(f"action confusion (rows: true class), summed over seeds ({doc['size']})", fontsize=9)
+        fig.tight_layout()
         atomic_write_bytes(os.path.join(out, "confusion.png"), _png(fig))
         plt.close(fig)
 
