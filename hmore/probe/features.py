@@ -88,7 +88,9 @@ class FeatureCache:
         cache_dir: the cache folder (created on first write).
         weights: "default" (the shipped weights, checked against their manifest) or a weights file path.
         device: torch device for H-MoRe ("cpu", "cuda", ...).
-    ``computed`` / ``reused`` count clips per family (what a rerun saved).
+    ``computed`` / ``reused`` count clips per family: computed here, or read from the cache (what an
+    earlier run saved). The families of the last clip asked for are also kept in memory, so the two
+    H-MoRe methods (or rgb and skeleton_gt) of one clip cost one read.
     """
 
     def __init__(self, size: ProbeSize, cache_dir: str, weights: str = "default", device: str = "cpu"):
@@ -98,6 +100,7 @@ class FeatureCache:
         self._model = None
         self._weights_sha = None
         self._clip = None  # (key, Clip): the last rendered clip, shared by the families of one clip
+        self._mem: dict = {}  # (family, clip key) -> arrays, for the last clip only
 
     # ---- keys ----------------------------------------------------------------------------------
     def weights_sha256(self) -> str:
@@ -151,6 +154,15 @@ class FeatureCache:
         return arrays["flow"]
 
     def _family(self, family: str, spec: ClipSpec) -> dict:
+        mem = self._mem.get((family, spec.key))
+        if mem is not None:
+            return mem
+        if not any(k == spec.key for _, k in self._mem):
+            self._mem.clear()
+        out = self._mem[(family, spec.key)] = self._load_or_compute(family, spec)
+        return out
+
+    def _load_or_compute(self, family: str, spec: ClipSpec) -> dict:
         p = self.path(family, spec)
         if os.path.isfile(p):
             try:
