@@ -165,7 +165,10 @@ def test_cache_reuse_and_weights_invalidate_only_hmore(tmp_path):
 
     def run(weights):
         fc = FeatureCache(TINY, cache, weights=weights)
-        out = {m: [fc.get(m, s) for s in specs] for m in methods}
+        out = {m: [] for m in methods}
+        for s in specs:  # clip by clip, as run_probe asks (one read per family and clip)
+            for m in methods:
+                out[m].append(fc.get(m, s))
         return fc, out
 
     fc1, out1 = run(wa)

@@ -168,7 +168,8 @@ def run_probe(task: str, out: str, *, methods=None, size: str | ProbeSize = "qui
         "main_metric": MAIN_METRIC[task],
         "classes": classes if task == "action" else len(classes),
         "clips": {"train": int(len(train_idx)), "test": int(len(test_idx)),
-                  **({"test_gallery_nm": int(sum(specs[i].condition == "nm" for i in test_idx)),
+                  **({"test_subjects": len({specs[i].subject for i in test_idx}),
+                      "test_gallery_nm": int(sum(specs[i].condition == "nm" for i in test_idx)),
                       "test_probes_cl": int(sum(specs[i].condition == "cl" for i in test_idx)),
                       "test_probes_bg": int(sum(specs[i].condition == "bg" for i in test_idx))} if task == "gait" else {})},
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in size.__dict__.items()},
@@ -231,8 +232,9 @@ def _write_outputs(out: str, doc: dict, confusions: dict) -> None:
         vals = [doc["methods"][n][k] for n in names]
         errs = [doc["methods"][n]["spreads"][k] for n in names]
         ax.bar(np.arange(len(names)) + (j - (len(ms) - 1) / 2) * width, vals, width, yerr=errs, capsize=3, label=k)
-    if doc["task"] == "action":
-        ax.axhline(100.0 / len(doc["classes"]), color="grey", lw=0.8, ls="--", label="chance")
+    chance = (100.0 / len(doc["classes"]) if doc["task"] == "action"
+              else 100.0 / max(1, doc["clips"].get("test_subjects", doc["clips"].get("test_gallery_nm", 1))))
+    ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("percent")
     ax.set_ylim(0, 100)
