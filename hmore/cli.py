@@ -8,6 +8,7 @@ Subcommands:
   synth --out DIR --num-clips N --frames T --seed S       write synthetic clips with exact ground truth
   panel DIR --out FILE.(png|mp4)                          frame | world flow | local flow | mask panels
   train --out DIR [--config FILE] [--steps N] ... [--resume]  train H-MoRe (also under torchrun: DDP)
+  probe --task action|gait [--methods ...] --out DIR [--quick]  action/gait recognition per motion representation
 Errors in the input are reported as one line naming the file or option, with exit status 2.
 """
 from __future__ import annotations
@@ -337,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in --out (or DIR) from its newest checkpoint that loads")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_train)
+
+    from hmore.probe import add_parser as add_probe_parser
+
+    add_probe_parser(sub, _Help)
     return p
 
 

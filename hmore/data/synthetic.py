@@ -58,10 +58,11 @@ from . import synthetic_draw as draw
 
 __all__ = [
     "SyntheticConfig", "Clip", "render_clip", "render_pair", "SyntheticPairs",
-    "SPLIT_SEED_OFFSET", "SPLIT_SEED_SPAN", "MOTIONS", "TORSO_JOINTS", "subject_motion_from_keypoints",
+    "SPLIT_SEED_OFFSET", "SPLIT_SEED_SPAN", "MOTIONS", "ALL_MOTIONS", "SUBJECT_KEYS", "TORSO_JOINTS", "subject_motion_from_keypoints",
 ]
 
 MOTIONS = body.MOTIONS
+ALL_MOTIONS = body.ALL_MOTIONS
 TORSO_JOINTS = (5, 6, 11, 12)  # COCO left/right shoulder, left/right hip
 # Seeds of split s are SPLIT_SEED_OFFSET[s] + seed_base + index, with seed_base + length <= SPAN.
 SPLIT_SEED_SPAN = 1 << 40
@@ -77,7 +78,9 @@ class SyntheticConfig:
     height, width: frame size (>= 32).
     num_subjects: an int, or (min, max) drawn per sample; arrays are sized for max (absent subjects
         have zero keypoints, confidences and motion).
-    motions: the motions drawn from (uniformly per subject), a non-empty subset of MOTIONS.
+    motions: the motions drawn from (uniformly per subject), a non-empty subset of ALL_MOTIONS (the
+        default, MOTIONS, is the training mix; synthetic_body.ACTION_MOTIONS adds kick, punch, squat,
+        sit_down, clap, bow, limp).
     background_motion: camera pan/zoom and swaying distractors; False gives a static background.
     max_speed: subject translation bound (px/frame); walk/run move at the speed of their gait (no
         foot sliding) up to this bound, the other motions drift at up to 10-20 % of it.
@@ -141,8 +144,8 @@ class SyntheticConfig:
         elif not (isinstance(ns, tuple) and len(ns) == 2 and all(is_int(v) for v in ns) and 0 <= ns[0] <= ns[1] <= 8
                   and ns[1] >= 1):
             bad("num_subjects", "an int in [1, 8] or a (min, max) pair with 0 <= min <= max <= 8, max >= 1")
-        if not (isinstance(self.motions, tuple) and self.motions and all(m in MOTIONS for m in self.motions)):
-            bad("motions", f"a non-empty tuple of {MOTIONS}")
+        if not (isinstance(self.motions, tuple) and self.motions and all(m in ALL_MOTIONS for m in self.motions)):
+            bad("motions", f"a non-empty tuple of {ALL_MOTIONS}")
         if not isinstance(self.background_motion, bool):
             bad("background_motion", "a bool")
         if not isinstance(self.markers, bool):
@@ -346,18 +349,42 @@ def _distractor_sprite(i: int, d: dict, tau: float, camera) -> body.Sprite:
 
 
 # ---- the clip ------------------------------------------------------------------------------------
-def _subject_params(rng, cfg: SyntheticConfig, n: int) -> list[dict]:
+# What render_clip's ``subjects`` may fix per subject (everything else is drawn from the clip's seed).
+SUBJECT_KEYS = ("proportions", "appearance", "motion", "style", "height")
+
+
+def _check_subjects(subjects, cfg: SyntheticConfig) -> list[dict]:
+    if not isinstance(subjects, (list, tuple)) or not 1 <= len(subjects) <= cfg.max_subjects:
+        raise ValueError(f"render_clip: subjects must be a list of 1..{cfg.max_subjects} dicts (config.num_subjects), "
+                         f"got {subjects!r:.80}")
+    for s in subjects:
+        if not isinstance(s, dict) or not set(s) <= set(SUBJECT_KEYS):
+            raise ValueError(f"render_clip: each subject must be a dict with keys among {SUBJECT_KEYS}, got {s!r:.80}")
+        if "motion" in s and s["motion"] not in ALL_MOTIONS:
+            raise ValueError(f"render_clip: subject motion {s['motion']!r}; expected one of {ALL_MOTIONS}")
+    return list(subjects)
+
+
+def _subject_params(rng, cfg: SyntheticConfig, n: int, fixed: list[dict] | None = None) -> list[dict]:
+    """Per subject: proportions, appearance, motion, size, place. ``fixed[k]`` (render_clip's
+    ``subjects``) replaces the drawn values of subject k; the draws are made all the same, so the rest
+    of the clip (placement, motion phase and speed, viewpoint) comes from the seed either way."""
     H, W = cfg.height, cfg.width
     v_scale = H / 256.0
     subs = []
     for k in range(n):
+        fx = fixed[k] if fixed is not None else {}
         pr = body.make_proportions(rng)
         app = body.make_appearance(rng)
         kind = str(rng.choice(cfg.motions))
         hfrac = rng.uniform(*cfg.subject_height)
+        pr = fx.get("proportions", pr)
+        app = fx.get("appearance", app)
+        kind = fx.get("motion", kind)
+        hfrac = fx.get("height", hfrac)
         scale = hfrac * H / body.standing_height(pr)
         leg = (pr["thigh"] + pr["shin"]) * scale
-        mot = body.make_motion(rng, kind, cfg.max_speed * v_scale, leg)
+        mot = body.make_motion(rng, kind, cfg.max_speed * v_scale, leg, style=fx.get("style"))
         feet = rng.uniform(0.75, 0.97) * H
         root = np.array([rng.uniform(0.2, 0.8) * W, feet - leg])
         subs.append({"pr": pr, "app": app, "motion": mot, "scale": scale, "root": root,
@@ -386,11 +413,17 @@ def _prime_allocator() -> None:
         del block
 
 
-def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticConfig()) -> Clip:
+def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticConfig(),
+                subjects: list[dict] | None = None) -> Clip:
     """Render ``num_frames`` (>= 2) consecutive frames with their ground truth; see :class:`Clip`.
 
-    Deterministic: the same (seed, num_frames, config) gives identical arrays. A clip starts at a
-    random phase of each subject's motion; frame k shows motion time ``t0 + k * config.time_step``.
+    Deterministic: the same (seed, num_frames, config, subjects) gives identical arrays. A clip starts
+    at a random phase of each subject's motion; frame k shows motion time ``t0 + k * config.time_step``.
+
+    subjects: None (draw everything from the seed), or one dict per subject fixing some of
+    :data:`SUBJECT_KEYS`: ``proportions`` (synthetic_body.make_proportions), ``appearance``
+    (make_appearance), ``motion`` (a name in ALL_MOTIONS), ``style`` (make_motion's gait style),
+    ``height`` (standing height / frame height). Persistent identities (hmore.probe) are built this way.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"render_clip: seed must be a non-negative int, got {seed!r}")
@@ -436,9 +469,12 @@ def render_clip(seed: int, num_frames: int, config: SyntheticConfig = SyntheticC
         tex = _background_texture(rng, th, tw)
     distractors = _distractor_params(rng, cfg, 0.0)
 
+    fixed = None if subjects is None else _check_subjects(subjects, cfg)
     lo_n, hi_n = cfg.subject_range
     n_sub = int(rng.integers(lo_n, hi_n + 1))
-    subs = _subject_params(rng, cfg, n_sub)
+    if fixed is not None:
+        n_sub = len(fixed)
+    subs = _subject_params(rng, cfg, n_sub, fixed)
     t0 = rng.uniform(0, 100.0)
     occl_conf = rng.uniform(*cfg.occluded_confidence, size=(T, P, 17)).astype(np.float32)
     kp_noise = rng.standard_normal((T, P, 17, 2)).astype(np.float32) * np.float32(cfg.keypoint_noise)

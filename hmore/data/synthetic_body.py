@@ -52,8 +52,15 @@ for _j, _o in enumerate(JOINT_OWNERS):
 _DEPTH_BIAS = {TORSO: 0.0, HEADP: 0.5, LUA: 1.0, LFA: 1.2, RUA: 1.0, RFA: 1.2,
                LTH: -1.0, LSH: -0.8, RTH: -1.0, RSH: -0.8}
 
-MOTIONS = ("walk", "run", "wave", "jump", "turn")
-_HIP_AMP = {"walk": 24.0, "run": 34.0}  # hip flexion amplitude (degrees) of the gait cycles
+MOTIONS = ("walk", "run", "wave", "jump", "turn")  # the default mix of training clips (SyntheticConfig.motions)
+# More actions, for labelled clips (hmore.probe); never drawn unless a config names them, so every
+# default output of the generator is unchanged.
+ACTION_MOTIONS = ("kick", "punch", "squat", "sit_down", "clap", "bow", "limp")
+ALL_MOTIONS = MOTIONS + ACTION_MOTIONS
+GAIT_MOTIONS = ("walk", "run", "limp")  # cyclic gaits: translate at the speed their stride implies
+_HIP_AMP = {"walk": 24.0, "run": 34.0, "limp": 20.0}  # hip flexion amplitude (degrees) of the gait cycles
+# A personal gait style (make_motion's ``style``): keys and what they scale.
+STYLE_KEYS = ("stride", "cadence", "arm_swing", "lean", "carry")
 
 
 @dataclass
@@ -132,18 +139,35 @@ def standing_height(pr: dict) -> float:
 
 
 # ---- motion --------------------------------------------------------------------------------------
-def make_motion(rng, kind: str, max_speed: float, leg_px: float = 0.0) -> dict:
+def make_motion(rng, kind: str, max_speed: float, leg_px: float = 0.0, style: dict | None = None) -> dict:
     """Parameters of one subject's motion; `pose` evaluates them at a time.
 
     max_speed: bound on the root's translation (px/frame). leg_px: hip-to-ankle length in pixels;
-    walk/run move at the speed their gait implies (the stance foot sweeps 2 * leg * sin(hip
+    walk/run/limp move at the speed their gait implies (the stance foot sweeps 2 * leg * sin(hip
     amplitude) per half cycle, so the feet do not slide), capped at max_speed.
+    style: a personal gait style for walk/run/limp (the random draws are made all the same, so the
+    stream of ``rng`` does not depend on it): ``stride`` (replaces the amplitude factor, ~0.8..1.2),
+    ``cadence`` (multiplies the period), ``arm_swing`` (multiplies the arm swing), ``lean`` (torso lean,
+    radians), ``carry`` (True: the left arm holds a bag, bent and still). Missing keys keep the draws.
     """
+    if style is not None and not set(style) <= set(STYLE_KEYS):
+        raise ValueError(f"style: unknown keys {sorted(set(style) - set(STYLE_KEYS))}; expected some of {STYLE_KEYS}")
     m = {"kind": kind, "phase": rng.uniform(0, 2 * math.pi), "amp": rng.uniform(0.8, 1.2)}
     side = rng.choice([-1.0, 1.0])
-    if kind in ("walk", "run"):
+    if kind in GAIT_MOTIONS:
         m["yaw"] = side * rng.uniform(math.radians(40), math.radians(90))
-        m["period"] = rng.uniform(22, 30) if kind == "walk" else rng.uniform(14, 20)
+        m["period"] = rng.uniform(14, 20) if kind == "run" else rng.uniform(22, 30)
+        if kind == "limp":
+            m["period"] *= 1.25  # a slower, uneven cycle
+            m["leg"] = "l" if rng.random() < 0.5 else "r"  # the sore leg
+        if style:
+            if "stride" in style:
+                m["amp"] = float(style["stride"])
+            if "cadence" in style:
+                m["period"] *= float(style["cadence"])
+            for k in ("arm_swing", "lean", "carry"):
+                if k in style:
+                    m[k] = style[k]
         hip = math.radians(_HIP_AMP[kind]) * m["amp"]
         gait = 4.0 * leg_px * math.sin(hip) / m["period"] * abs(math.sin(m["yaw"]))
         m["vel"] = np.array([side * min(gait, max_speed), rng.uniform(-0.05, 0.05) * max_speed])
@@ -162,8 +186,15 @@ def make_motion(rng, kind: str, max_speed: float, leg_px: float = 0.0) -> dict:
         m["yaw_rate"] = side * math.radians(rng.uniform(3, 8))
         m["period"] = rng.uniform(24, 32)
         m["vel"] = rng.uniform(-0.1, 0.1, 2) * max_speed
+    elif kind in ACTION_MOTIONS:
+        m["yaw"] = rng.uniform(-math.radians(60), math.radians(60))
+        m["period"] = {"kick": (16, 24), "punch": (10, 16), "squat": (20, 30), "sit_down": (40, 56),
+                       "clap": (8, 13), "bow": (26, 36)}[kind]
+        m["period"] = rng.uniform(*m["period"])
+        m["side"] = "l" if rng.random() < 0.5 else "r"  # the kicking leg / leading fist
+        m["vel"] = rng.uniform(-0.1, 0.1, 2) * max_speed
     else:  # validated by the config; kept for direct callers
-        raise ValueError(f"motions: unknown motion {kind!r}, expected one of {MOTIONS}")
+        raise ValueError(f"motions: unknown motion {kind!r}, expected one of {ALL_MOTIONS}")
     return m
 
 
@@ -184,7 +215,9 @@ def pose(m: dict, tau: float) -> dict:
     if kind in ("walk", "run"):
         run = kind == "run"
         hip, arm = math.radians(_HIP_AMP[kind]) * a, math.radians(18 if not run else 30) * a
-        p["lean"] = math.radians(3 if not run else 9)
+        if "arm_swing" in m:
+            arm = arm * m["arm_swing"]
+        p["lean"] = math.radians(3 if not run else 9) if "lean" not in m else m["lean"]
         p["dy"] = -(0.008 if not run else 0.02) * abs(c)
         for sd, sg in (("l", 1.0), ("r", -1.0)):
             p[f"hf{sd}"] = sg * hip * s
@@ -192,6 +225,10 @@ def pose(m: dict, tau: float) -> dict:
             p[f"kn{sd}"] = math.radians(8) + (math.radians(30 if not run else 55) * a) * max(0.0, sg * c)
             p[f"sf{sd}"] = -sg * arm * s
             p[f"el{sd}"] = math.radians(15 if not run else 75) + math.radians(10) * (1 - sg * s)
+        if m.get("carry"):
+            _carry(p)
+    elif kind in ACTION_MOTIONS:
+        _action_pose(m, p, ph, s, c, a)
     elif kind == "wave":
         for sd, bit in (("l", 1), ("r", 2)):
             if m["arms"] & bit:
@@ -215,6 +252,93 @@ def pose(m: dict, tau: float) -> dict:
             p[f"sf{sd}"] = sg * math.radians(8) * s
             p[f"hf{sd}"] = sg * math.radians(6) * s
     return p
+
+
+def _carry(p: dict) -> None:
+    """The left arm holds a bag in front of the body: bent at the elbow, barely swinging."""
+    p["sfl"], p["sal"], p["ell"] = math.radians(25), math.radians(12), math.radians(95)
+
+
+def _legs_dy(p: dict) -> float:
+    """Root drop (body units, + = down) that keeps the feet near the ground when the legs fold (mean
+    thigh/shin lengths; a few % of foot sliding is the price of not knowing the proportions here)."""
+    ext = min(0.24 * math.cos(p[f"hf{sd}"]) + 0.23 * math.cos(p[f"hf{sd}"] - p[f"kn{sd}"]) for sd in "lr")
+    return 0.47 - ext
+
+
+def _action_pose(m: dict, p: dict, ph: float, s: float, c: float, a: float) -> None:
+    """Joint angles of the ACTION_MOTIONS (see `pose`), in place."""
+    kind, rad = m["kind"], math.radians
+    one, other = m.get("side", "l"), ("r" if m.get("side", "l") == "l" else "l")
+    up = 0.5 - 0.5 * c  # 0 -> 1 -> 0 over a cycle
+    if kind == "kick":
+        k = max(0.0, s) ** 2  # the kick: a quick forward swing of one leg, a knee cocked before it
+        wind = max(0.0, -s)
+        p[f"hf{one}"] = rad(80) * a * k - rad(15) * wind
+        p[f"kn{one}"] = rad(70) * wind + rad(10) * k
+        p[f"sf{one}"], p[f"sf{other}"] = -rad(25) * k, rad(30) * k
+        p[f"sa{one}"] = p[f"sa{other}"] = rad(25)
+        p["lean"] = -rad(10) * k
+    elif kind == "punch":
+        for sd in "lr":  # guard: fists up by the chin
+            p[f"sf{sd}"], p[f"el{sd}"], p[f"sa{sd}"] = rad(45), rad(125), rad(15)
+        for sd, sg in ((one, 1.0), (other, -1.0)):  # alternate straight punches forward
+            e = max(0.0, sg * s) ** 1.5
+            p[f"sf{sd}"] = rad(45) + rad(45) * a * e
+            p[f"el{sd}"] = rad(125) - rad(115) * e
+        p["lean"] = rad(6)
+        p["hf" + one], p["kn" + one], p["kn" + other] = rad(15), rad(15), rad(10)
+    elif kind == "squat":
+        d = up * a
+        for sd in "lr":
+            p[f"hf{sd}"] = rad(95) * d
+            p[f"kn{sd}"] = rad(115) * d
+            p[f"ha{sd}"] = rad(12)
+            p[f"sf{sd}"] = rad(85) * d  # arms forward for balance
+            p[f"el{sd}"] = rad(10)
+        p["lean"] = rad(35) * d
+        p["dy"] = _legs_dy(p)
+    elif kind == "sit_down":
+        # a slow cycle with plateaus: stand, sit down, stay seated, stand up (hands on the thighs)
+        u = min(1.0, max(0.0, 1.6 * up - 0.3))
+        u = u * u * (3 - 2 * u)
+        for sd in "lr":
+            p[f"hf{sd}"] = rad(90) * u
+            p[f"kn{sd}"] = rad(90) * u
+            p[f"sf{sd}"] = rad(40) * u
+            p[f"el{sd}"] = rad(8) + rad(30) * u
+        p["lean"] = rad(25) * math.sin(math.pi * u) + rad(5) * u  # lean forward to stand or sit
+        p["dy"] = 0.8 * _legs_dy(p)
+    elif kind == "clap":
+        g = 0.5 + 0.5 * s  # hands apart -> together
+        for sd in "lr":
+            p[f"sf{sd}"] = rad(75)
+            p[f"sa{sd}"] = rad(40) * a * (1 - g) - rad(8) * g
+            p[f"el{sd}"] = rad(35) + rad(20) * g
+        p["dy"] = -0.003 * s
+    elif kind == "bow":
+        b = up ** 1.5 * a
+        p["lean"] = rad(65) * b
+        for sd in "lr":
+            p[f"hf{sd}"] = rad(10) * b
+            p[f"sf{sd}"] = rad(55) * b  # arms hang down while the torso tips forward
+            p[f"el{sd}"] = rad(10)
+    elif kind == "limp":
+        sore = m.get("leg", "l")
+        hip = rad(_HIP_AMP["limp"]) * a
+        arm = rad(14) * a * m.get("arm_swing", 1.0)
+        p["lean"] = m.get("lean", rad(5))
+        for sd, sg in (("l", 1.0), ("r", -1.0)):
+            stiff = sd == sore
+            p[f"hf{sd}"] = sg * hip * s * (0.55 if stiff else 1.0)
+            p[f"kn{sd}"] = rad(6) + (rad(8) if stiff else rad(35) * a) * max(0.0, sg * c)
+            p[f"sf{sd}"] = -sg * arm * s
+            p[f"el{sd}"] = rad(18) + rad(10) * (1 - sg * s)
+        # the body dips while the weight is on the sore leg
+        sg = 1.0 if sore == "l" else -1.0
+        p["dy"] = 0.025 * max(0.0, -sg * s) - 0.006 * abs(c)
+        if m.get("carry"):
+            _carry(p)
 
 
 def _limb_dir(flex: float, abd: float, side: float) -> tuple[float, float, float]:
