@@ -72,6 +72,10 @@ class TrainConfig:
     val_every (0: off): a validation pass every that many steps (and at the last step) on ``val_pairs`` (16)
         pairs of each val set (synthetic val split; photo composites of role "val", never the test photos) at
         the crop size: ``val_<set>_epe|leakage|iou`` in log.csv and TensorBoard.
+    init_from ("": random initialisation): a checkpoint or weights file whose parameters start a new run
+        (fine-tuning: a fresh optimizer and schedule). Parameters the new model adds (a new option's) keep
+        their initialisation and are listed on stderr; a parameter of another shape, or one the model does not
+        have, is an error. Ignored when resuming (the run's own checkpoint has everything).
     budget_cpu_seconds (0: off): stop, with a checkpoint, once the training process has used this much CPU
         time (carried across resumptions; ``cpu_seconds`` in log.csv): recipes compared at an equal budget on a
         shared machine, where wall time also counts the other processes' load.
@@ -98,6 +102,7 @@ class TrainConfig:
     val_every: int = 0
     val_pairs: int = 16
     budget_cpu_seconds: float = 0.0
+    init_from: str = ""
     lr: float = 4e-4
     weight_decay: float = 1e-4
     lr_warmup: int = 100
@@ -146,6 +151,8 @@ class TrainConfig:
             bad("amp", "'auto', 'bf16' or 'off'")
         if not isinstance(self.device, str):
             bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if not isinstance(self.init_from, str):
+            bad("init_from", "a checkpoint path or ''")
         for name in ("compile", "channels_last", "tensorboard", "quiet"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "true or false")
@@ -517,6 +524,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     step = 0
+    if cfg.init_from and resume_from is None:
+        from .models import load_weights
+
+        state, _ = load_weights(cfg.init_from)  # names the file when it is missing or not a checkpoint
+        own = model.state_dict()
+        extra = [k for k in state if k not in own]
+        bad_shape = [k for k in state if k in own and own[k].shape != state[k].shape]
+        if extra or bad_shape:
+            k = (extra or bad_shape)[0]
+            raise ValueError(f"init_from {cfg.init_from}: parameter {k!r} "
+                             f"{'is not in this model' if extra else 'has another shape in this model'}")
+        missing = [k for k in own if k not in state]
+        model.load_state_dict(state, strict=False)
+        say(f"{out}: initialised from {cfg.init_from}" + (f"; new parameters: {', '.join(missing)}" if missing else ""))
     if resume_from is not None:
         step, path, ck = resume_from
         model.load_state_dict(ck["model"])

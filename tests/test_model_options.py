@@ -180,3 +180,25 @@ def test_hard_gate_keeps_the_whole_flow_on_the_map_at_inference_only():
     m.train()
     o = m(x1, x2)
     assert torch.equal(o["world_flow"], o["full_flow"] * o["subject_map"])  # training gates softly
+
+
+def test_prior_skip_adds_the_clamped_prior_logit_to_the_map():
+    cfg = dict(person_prior=True, prior_skip=True)
+    m = tiny(**cfg).eval()
+    x1, x2 = images(1, 64, 80)
+    prior = torch.zeros(1, 1, 64, 80)
+    prior[..., 16:48, 20:60] = 1.0
+    with torch.no_grad():
+        a = m(x1, x2, prior=prior)["subject_map"]
+        m.prior_alpha.zero_()
+        b = m(x1, x2, prior=prior)["subject_map"]
+        frames_only = m(x1, x2)["subject_map"]
+    logit = lambda t: torch.log(t / (1 - t))  # noqa: E731
+    # the added term is exactly +-logit(0.95) (alpha 1) where the prior is 1 / 0
+    want = torch.where(prior > 0.5, torch.tensor(2.944439), torch.tensor(-2.944439))
+    assert torch.allclose(logit(a) - logit(b), want, atol=1e-3)
+    with torch.no_grad():
+        m.prior_alpha.fill_(1.0)
+        assert torch.equal(m(x1, x2)["subject_map"], frames_only)  # no prior: no skip
+    with pytest.raises(ValueError, match="prior_skip"):
+        HMoReConfig(prior_skip=True)

@@ -94,3 +94,26 @@ def test_prior_policy_is_validated():
         PriorPolicy(segmenter=0.6, corrupt=0.6)
     with pytest.raises(ValueError, match="config prior: unknown key 'segmentor'"):
         load_config(None, {"prior.segmentor": 0.5})
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
+    import pytest
+
+    a = cfg(tmp_path / "a", {"person_prior": True}, steps=2)
+    train(a)
+    ck = find_checkpoints(a.out)[0][1]
+    b = cfg(tmp_path / "b", {"person_prior": True, "prior_skip": True}, steps=1, init_from=ck, lr=0.0,
+            weight_decay=0.0)
+    train(b)
+    import hmore
+
+    src = hmore.get_model("hmore", weights=ck).state_dict()
+    got = hmore.get_model("hmore", weights=find_checkpoints(b.out)[0][1]).state_dict()
+    assert all(torch.equal(src[k], got[k]) for k in src)  # lr 0: the loaded weights, unchanged
+    assert float(got["prior_alpha"]) == 1.0  # the new parameter keeps its initialisation
+    c = cfg(tmp_path / "c", {"person_prior": True, "feature_dim": 16, "attention_heads": 2}, steps=1, init_from=ck)
+    with pytest.raises(ValueError, match="init_from .*another shape"):
+        train(c)
+    d = cfg(tmp_path / "d", steps=1, init_from=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        train(d)

@@ -40,7 +40,10 @@ class HMoReConfig:
             "dis_medium": Φ starts from that estimate at 1/8 (RAFT's ``flow_init``) and its output is the
             full-resolution estimate plus Φ's upsampled correction), person_prior (False: Ψ and the refinement
             head take a person-probability map, e.g. MediaPipe's selfie mask, as an extra input; ``model(...,
-            prior=None)`` runs frames-only), refine_dim (0: off; > 0: channels of a full-resolution head that
+            prior=None)`` runs frames-only), prior_skip (False: with person_prior, the subject map's logits
+            also get ``alpha * logit(clamp(prior, 0.05, 0.95))`` at full resolution, alpha learned (starting at 1):
+            the prior's sharp silhouette reaches the map directly instead of through Ψ's 1/8 tokens; the clamp
+            bounds it to +-2.94 so the network's own logits can overrule a wrong prior), refine_dim (0: off; > 0: channels of a full-resolution head that
             refines the flow and the subject map from the frames, the photometric residual and the prior),
         world_gate ("soft": world and local flow are gated by the subject map itself; "hard": at inference (eval
             mode) by ``subject_map > 0.5``, so a body pixel keeps its whole flow and the silhouette is a clean
@@ -81,6 +84,7 @@ class HMoReConfig:
     flow_target: str = "world"
     flow_init: str = "none"
     person_prior: bool = False
+    prior_skip: bool = False
     refine_dim: int = 0
     world_gate: str = "soft"
     # correlation and ops
@@ -109,7 +113,8 @@ class HMoReConfig:
 
     # fields that change the parameters' shapes: a checkpoint only loads into a model that agrees on them
     ARCH_FIELDS = ("feature_dim", "hidden_dim", "context_dim", "corr_levels", "corr_radius", "attention_blocks",
-                   "attention_heads", "attention_mlp_ratio", "psi_layers", "psi_dim", "psi_heads", "person_prior", "refine_dim")
+                   "attention_heads", "attention_mlp_ratio", "psi_layers", "psi_dim", "psi_heads", "person_prior", "prior_skip",
+                   "refine_dim")
 
     def __post_init__(self):
         for name in ("magnitude_range", "patch_sizes"):
@@ -150,6 +155,8 @@ class HMoReConfig:
             bad("psi_detach_flow", "a bool")
         if not isinstance(self.person_prior, bool):
             bad("person_prior", "a bool")
+        if not isinstance(self.prior_skip, bool) or (self.prior_skip and not self.person_prior):
+            bad("prior_skip", "a bool, True only with person_prior=True")
         if self.flow_target not in ("world", "full"):
             bad("flow_target", "'world' or 'full'")
         if self.world_gate not in ("soft", "hard"):

@@ -15,6 +15,7 @@ from .world_flow import WorldFlowNet
 
 __all__ = ["HMoRe", "get_model", "load_weights", "default_weights", "MIN_SIZE", "DEFAULT_WEIGHTS"]
 
+PRIOR_CLAMP = 0.05  # config.prior_skip: the prior's logit is bounded by logit(0.95) = 2.94
 MIN_SIZE = 64  # px: below this the 1/8 maps are under 8x8 and the coarsest correlation level empties
 
 
@@ -91,6 +92,8 @@ class HMoRe(nn.Module):
         self.phi = WorldFlowNet(self.config)
         self.psi = SubjectMotionNet(self.config)
         self.refine = RefineHead(self.config.refine_dim, self.config.person_prior) if self.config.refine_dim else None
+        # the prior's own logit added to the map's (config.prior_skip), weighted by a learned scalar
+        self.prior_alpha = nn.Parameter(torch.ones(())) if self.config.prior_skip else None
         self.last_corr_mode: str | None = None
 
     def forward(self, image1: torch.Tensor, image2: torch.Tensor, iters: int | None = None, prior=None,
@@ -136,6 +139,9 @@ class HMoRe(nn.Module):
         prior_low = F.avg_pool2d(planes, 8) if planes is not None else None
         v_s, logits = self.psi(out["fmap1"], flow_low, prior_low)
         logits = F.interpolate(logits, scale_factor=8, mode="bilinear", align_corners=False)
+        if self.prior_alpha is not None:
+            p = (planes[:, :1] / planes[:, 1:].clamp_min(1e-6)).clamp(PRIOR_CLAMP, 1 - PRIOR_CLAMP)
+            logits = logits + self.prior_alpha * planes[:, 1:] * torch.log(p / (1 - p))  # 0 where no prior
         flows = list(out["flows"])
         if self.refine is not None:
             flows[-1], logits = self.refine(im1, im2, flows[-1], logits, planes)
