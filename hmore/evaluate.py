@@ -8,7 +8,7 @@ from .evaluation.metrics import (BOUNDARY_TOLERANCE, DEFINITIONS, EDGE_THRESHOLD
                                  body_flow_counts, boundary_counts, classical_local_flow, endpoint_error, f_score,
                                  flow_edge_map, leakage_counts, map_iou_counts, skeleton_satisfaction_counts)
 from .evaluation.report import _chart_png, _chart_png_cv2, format_table, write_results  # noqa: F401
-from .evaluation.runners import (DEFAULT_METHODS, METHODS, REAL_METHODS, _Runner, add_eval_parser,  # noqa: F401
+from .evaluation.runners import (DEFAULT_METHODS, METHODS, REAL_METHODS, _Runner,  # noqa: F401
                                  classical_flow, evaluate_photos, evaluate_real, evaluate_synthetic, load_model, run_eval)
 
 __all__ = [
@@ -17,5 +17,5 @@ __all__ = [
     "endpoint_error", "body_flow_counts", "leakage_counts", "flow_edge_map", "boundary_counts", "f_score",
     "classical_local_flow", "skeleton_satisfaction_counts", "classical_flow", "load_model",
     "evaluate_synthetic", "evaluate_photos", "evaluate_real", "map_iou_counts", "format_table", "write_results",
-    "add_eval_parser", "run_eval",
+    "run_eval",
 ]

@@ -145,9 +145,10 @@ def test_classical_flow_recovers_a_pure_translation():
 
 # ------------------------------------------------------------------------------------------ end to end
 def _args(**kw):
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-    q = ev.add_eval_parser(sub)
+    from hmore.cli import build_parser
+
+    p = build_parser()
+    q = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)][0].choices["eval"]
     argv = ["eval"]
     for k, v in kw.items():
         argv.append("--" + k.replace("_", "-"))

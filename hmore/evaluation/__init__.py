@@ -1,7 +1,7 @@
-"""``hmore eval`` (the package behind it): H-MoRe beside classical optical flow, on synthetic pairs with exact ground truth and on real
-clips annotated with ``hmore annotate``.
+"""``hmore eval`` (the package behind it): H-MoRe beside classical optical flow, on synthetic pairs with exact
+ground truth and on real clips annotated with ``hmore annotate``.
 
-Synthetic (:func:`evaluate_synthetic`): the test split of :class:`hmore.data.synthetic.SyntheticPairs` (seeds
+Synthetic (:func:`.runners.evaluate_synthetic`): the test split of :class:`hmore.data.synthetic.SyntheticPairs` (seeds
 disjoint from training), rendered with :class:`~hmore.data.synthetic.SyntheticConfig`'s defaults at the
 requested size: one subject doing any of walk/run/wave/jump/turn (limbs crossing in front of each other, so
 self-occlusion), a camera pan (up to 2 px/frame at 256 px) with a zoom (up to 1 %/frame), and 1-3 swaying
@@ -33,7 +33,7 @@ Definitions (also written into the JSON under ``"definitions"``, :data:`DEFINITI
 * **pairs/s**: pairs divided by the wall time of the method's flow computation alone (not the rendering or
   the metrics), after one untimed warm-up call on the first batch.
 
-Real (:func:`evaluate_real`), per clip and pooled over clips:
+Real (:func:`.runners.evaluate_real`), per clip and pooled over clips:
 
 * **skeleton satisfaction**: H-MoRe's skeleton constraint as the training loss defines it
   (:func:`hmore.losses.skeleton_targets` + ``hmore_kernels.skeleton_offset_map``: every mask pixel matched to

@@ -3,7 +3,6 @@ real-photo test splits (exact ground truth) and annotated real clips; :func:`run
 (its parser is in :mod:`hmore.cli`). Definitions: :mod:`hmore.evaluation` and :data:`.metrics.DEFINITIONS`."""
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -24,7 +23,7 @@ from .metrics import (BOUNDARY_TOLERANCE, DEFINITIONS, EDGE_THRESHOLD, LEAKAGE_D
 from .report import format_table, write_results
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "REAL_METHODS", "classical_flow", "load_model", "evaluate_synthetic",
-           "evaluate_photos", "evaluate_real", "add_eval_parser", "run_eval"]
+           "evaluate_photos", "evaluate_real", "run_eval"]
 
 # "hmore" runs the model as shipped (with MediaPipe's person prior when the model takes one);
 # "hmore_frames_only" runs it on the frames alone, as the paper does (only for a model with a person prior);
@@ -481,38 +480,9 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
 
 
 # ------------------------------------------------------------------------------------------ command line
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``hmore eval`` on an argparse subparsers object; the parsed args call :func:`run_eval`."""
-    q = subparsers.add_parser(
-        "eval", help="evaluate H-MoRe beside DIS, Farneback and zero flow (synthetic ground truth, real clips)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Evaluate H-MoRe and classical optical flow on the synthetic test split (exact ground truth) "
-                    "and, with --real, on clips annotated by `hmore annotate`. Prints a table and writes "
-                    "eval.json, eval_synthetic.csv, eval_real.csv and eval.png into --out.")
-    q.add_argument("--weights", default="default",
-                   help="H-MoRe weights: 'default' (shipped with the package), 'none' (random init) or a checkpoint path")
-    q.add_argument("--pairs", type=int, default=200, help="synthetic test pairs (>= 1)")
-    q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[256, 256], help="synthetic frame size")
-    q.add_argument("--seed-base", type=int, default=0, help="first seed within the synthetic test split")
-    q.add_argument("--photos", type=int, default=200,
-                   help="pairs of the real-photo test split (held-out photos composited with exact flow; 0: skip it)")
-    q.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"methods to evaluate, from: {', '.join(METHODS)} ('gt' = the ground truth itself, a ceiling)")
-    q.add_argument("--real", nargs="+", default=None, metavar="DIR",
-                   help="annotated real clips (dataset folders or folders of them); evaluated with hmore and dis_medium "
-                        "where those are among --methods")
-    q.add_argument("--real-max-pairs", type=int, default=None, help="at most this many pairs per real clip (evenly spaced)")
-    q.add_argument("--out", default="hmore_eval", help="output folder")
-    q.add_argument("--device", default="auto", help="where H-MoRe runs: auto (cuda if available), cpu, cuda, cuda:N")
-    q.add_argument("--batch-size", type=int, default=4, help="pairs per H-MoRe call")
-    q.add_argument("--iters", type=int, default=None, help="H-MoRe refinement iterations (None: the weights' config)")
-    q.add_argument("--quiet", action="store_true", help="no progress bars")
-    q.set_defaults(func=run_eval)
-    return q
-
-
 def run_eval(a) -> int:
-    """The ``hmore eval`` command: evaluate, print the table, write the files. Returns the exit status (0)."""
+    """The ``hmore eval`` command (its options: :func:`hmore.cli.build_parser`): evaluate, print the table, write
+    the files. Returns the exit status (0)."""
     check_out_dir(a.out, "--out")
     from ..device import resolve_device
 
