@@ -7,7 +7,7 @@ from .evaluation.metrics import (BOUNDARY_TOLERANCE, DEFINITIONS, EDGE_THRESHOLD
                                  SEGMENTER_THRESHOLD, SKELETON_ANGLE_DEG, SKELETON_MIN_OFFSET, SKELETON_RANGE,
                                  body_flow_counts, boundary_counts, classical_local_flow, endpoint_error, f_score,
                                  flow_edge_map, leakage_counts, map_iou_counts, skeleton_satisfaction_counts)
-from .evaluation.report import _chart_png, _chart_png_cv2, format_table, write_results  # noqa: F401
+from .evaluation.report import format_table, write_results
 from .evaluation.runners import (DEFAULT_METHODS, METHODS, REAL_METHODS, _Runner,  # noqa: F401
                                  classical_flow, evaluate_photos, evaluate_real, evaluate_synthetic, load_model, run_eval)
 

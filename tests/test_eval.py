@@ -207,10 +207,17 @@ def test_real_path_on_a_written_clip(tmp_path):
     assert "skeleton sat." in ev.format_table({"real": r})
 
 
-def test_opencv_chart_fallback_draws_a_png():
-    png = ev._chart_png_cv2([("world EPE", ["hmore", "zero"], [1.5, 3.0]), ("F", ["hmore", "zero"], [0.4, float("nan")])])
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert img is not None and img.shape[1] == 600 and (img < 250).any()
+def test_chart_draws_a_png_and_names_a_missing_matplotlib(monkeypatch):
+    import sys
+
+    from hmore.evaluation.report import _chart_png
+
+    panels = [("world EPE", ["hmore", "zero"], [1.5, 3.0]), ("F", ["hmore", "zero"], [0.4, float("nan")])]
+    img = cv2.imdecode(np.frombuffer(_chart_png(panels), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[1] > img.shape[0] and (img < 250).any()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(RuntimeError, match="needs matplotlib"):
+        _chart_png(panels)
 
 
 # ------------------------------------------------------------------------------------------ bad input

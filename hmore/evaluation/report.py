@@ -7,7 +7,6 @@ import io
 import math
 import os
 
-import cv2
 import numpy as np
 
 from ..data._io import atomic_write_bytes, atomic_write_json, check_out_dir
@@ -113,14 +112,14 @@ def _chart_panels(results) -> list[tuple[str, list[str], list[float]]]:
 
 
 def _chart_png(panels) -> bytes:
-    """A row of bar charts as PNG bytes: matplotlib when installed, else drawn with OpenCV."""
+    """A row of bar charts as PNG bytes, drawn with matplotlib (pinned in requirements-dev.txt)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
-    except ImportError:
-        return _chart_png_cv2(panels)
+    except ImportError as e:
+        raise RuntimeError(f"the evaluation chart needs matplotlib ({e}); install it: pip install matplotlib") from None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     for ax, (title, names, vals) in zip(axes[0], panels):
         v = [x if x is not None and math.isfinite(x) else 0.0 for x in vals]
@@ -133,29 +132,6 @@ def _chart_png(panels) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
-
-
-def _chart_png_cv2(panels) -> bytes:
-    pw, ph, top, bottom = 300, 280, 40, 50
-    img = np.full((ph, pw * len(panels), 3), 255, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for p, (title, names, vals) in enumerate(panels):
-        x0 = p * pw
-        v = [x if x is not None and math.isfinite(x) else 0.0 for x in vals]
-        vmax = max(v + [1e-12])
-        cv2.putText(img, title[:40], (x0 + 5, 20), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-        bw = (pw - 20) // max(len(names), 1)
-        for i, (n, x) in enumerate(zip(names, v)):
-            h = int((ph - top - bottom) * x / vmax)
-            bx = x0 + 10 + i * bw
-            col = (40, 39, 214) if n == "hmore" else (127, 127, 127)  # BGR
-            cv2.rectangle(img, (bx + 3, ph - bottom - h), (bx + bw - 3, ph - bottom), col, -1)
-            cv2.putText(img, f"{x:.3g}", (bx + 2, ph - bottom - h - 4), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-            cv2.putText(img, n[:12], (bx + 2, ph - bottom + 14 + (i % 2) * 14), font, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise ValueError("chart: OpenCV could not encode the PNG")
-    return buf.tobytes()
 
 
 def write_results(results: dict, out_dir: str, prefix: str = "eval") -> dict:
