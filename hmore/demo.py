@@ -152,13 +152,13 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
     from .evaluate import load_model
 
     # the weights as given (not the predictor's module), so the results record their step and checksum
-    model, _ = load_model(weights, str(predictor.device))
-    kw = dict(methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
+    model, info = load_model(weights, str(predictor.device))
+    kw = dict(model_info=info, methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
     ev = {"synthetic": evaluate_synthetic(model, pairs=pairs, size=DEMO_SIZE, **kw),
           "photos": evaluate_photos(model, pairs=pairs, size=DEMO_SIZE, **kw)}
     ann = _annotated_real(os.path.join(out, "real", "carphone"), real_frames, progress) if res["real"] else None
     if ann is not None:
-        ev["real"] = evaluate_real([ann], model, methods=REAL_METHODS, device=str(predictor.device),
+        ev["real"] = evaluate_real([ann], model, model_info=info, methods=REAL_METHODS, device=str(predictor.device),
                                    iters=predictor.iters, progress=progress)
     files = write_results(ev, out, prefix="evaluation")
     res["evaluation"] = {"results": ev, "files": files}

@@ -274,3 +274,17 @@ def test_a_module_passed_in_runs_in_eval_mode_and_gets_its_mode_back():
     assert seen and not any(seen) and net.training
     assert r["model"]["weights"] == "<module>" and r["settings"]["iters"] == 1
     assert set(r["methods"]["hmore"]) >= {"world_epe", "local_epe", "boundary_f", "pairs_per_s"}
+
+
+def test_the_info_of_load_model_is_passed_along_not_remembered():
+    tiny = dict(feature_dim=32, hidden_dim=32, context_dim=16, corr_levels=2, corr_radius=2, attention_heads=2,
+                psi_dim=32, psi_heads=2, psi_layers=2, iters=1)
+    net, info = ev.load_model("none", "cpu", **tiny)
+    kw = dict(pairs=1, size=(64, 64), methods=("hmore",), progress=False)
+    assert ev.evaluate_synthetic(net, **kw)["model"]["weights"] == "<module>"  # no record kept beside the module
+    r = ev.evaluate_synthetic(net, model_info=info, **kw)
+    assert r["model"] == info and r["model"]["weights"].startswith("none") and r["settings"]["iters"] == 1
+    with pytest.raises(ValueError, match=r"^model_info: only with a module"):
+        ev.evaluate_synthetic("none", model_info=info, **kw)
+    with pytest.raises(ValueError, match=r"^model_info: expected the dict"):
+        ev.evaluate_photos(net, model_info=("x",), **kw)

@@ -7,7 +7,6 @@ import os
 import platform
 import sys
 import time
-import weakref
 
 import cv2
 import numpy as np
@@ -110,24 +109,22 @@ class _Runner:
         return world, local, smap
 
 
-_MODEL_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def load_model(weights="default", device="cpu", **overrides):
     """The H-MoRe model for evaluation, on ``device`` (in eval mode, unless a module was passed: the evaluation
     functions switch it to eval mode and back).
 
     weights: an ``nn.Module`` (used as is), ``"default"`` (the weights shipped with the package, through
     ``hmore.get_model("hmore", weights="default")``), ``"none"`` / None (random initialisation), or the path of
-    a checkpoint / weights file. Returns ``(model, info)``, info = ``{"weights", "step", "parameters"}``.
+    a checkpoint / weights file. Returns ``(model, info)``, info = ``{"weights", "step", "sha256", "parameters",
+    "iters_default"}`` (a module passed in: ``"weights": "<module>"``, no step). Pass both on to the evaluation
+    functions (``evaluate_synthetic(model, model_info=info)``) so the results record the weights.
     """
     import hmore
 
     info = {"weights": None, "step": None}
     if isinstance(weights, torch.nn.Module):
         model = weights
-        # a module that load_model built keeps its record (the weights path and step) for the results
-        info.update(_MODEL_INFO.get(model, {"weights": "<module>"}))
+        info["weights"] = "<module>"  # where it came from is the caller's to say (model_info=)
     elif weights is None or weights == "none":
         model = hmore.get_model("hmore", **overrides)
         info["weights"] = "none (random initialisation)"
@@ -165,16 +162,24 @@ def load_model(weights="default", device="cpu", **overrides):
     info["parameters"] = sum(p.numel() for p in model.parameters())
     cfg = getattr(model, "config", None)
     info["iters_default"] = getattr(cfg, "iters", None)
-    _MODEL_INFO[model] = dict(info)
     return model, info
 
 
-def _resolve_model(model, methods, device):
-    """``(model, info, methods)``: the model when a model method is asked for, and the methods to run
+def _resolve_model(model, model_info, methods, device):
+    """``(model, info, methods)``: the model when a model method is asked for, its record (``model_info``, what
+    :func:`load_model` returned with the module, over what the module itself tells), and the methods to run
     ("hmore_frames_only" is dropped for a model without a person prior: it would be "hmore" again)."""
+    if model_info is not None:
+        if not isinstance(model_info, dict):
+            raise ValueError(f"model_info: expected the dict load_model returned, got {type(model_info).__name__}")
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError("model_info: only with a module as the model (the info load_model returned with it); "
+                             f"a {type(model).__name__} model is loaded here and recorded as such")
     if not any(m in methods for m in _MODEL_METHODS):
         return None, None, methods
     net, info = load_model("default" if model is None else model, device)
+    if model_info is not None:
+        info = {**info, **model_info}
     if not net.config.person_prior:
         methods = tuple(m for m in methods if m != "hmore_frames_only")
     return net, info, methods
@@ -268,8 +273,9 @@ class _SyntheticTotals:
                 "body_pixels": n, "background_pixels": self.leak_px, **self.bnd}
 
 
-def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_base: int = 0, methods=DEFAULT_METHODS,
-                       device="cpu", batch_size: int = 4, iters: int | None = None, progress: bool = True,
+def evaluate_synthetic(model=None, *, model_info: dict | None = None, pairs: int = 200, size=(256, 256),
+                       seed_base: int = 0, methods=DEFAULT_METHODS, device="cpu", batch_size: int = 4,
+                       iters: int | None = None, progress: bool = True,
                        edge_threshold: float = EDGE_THRESHOLD, tolerance: float = BOUNDARY_TOLERANCE,
                        dilation: int = LEAKAGE_DILATION) -> dict:
     """Evaluate H-MoRe and classical flow on the synthetic test split (see the module docstring).
@@ -278,6 +284,9 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
         model: an ``HMoRe`` module, ``"default"`` / None (the shipped weights), ``"none"`` (random init) or a
             checkpoint path; only used when ``"hmore"`` is in ``methods``. It is moved to ``device`` and put in
             eval mode.
+        model_info: with a module, the ``info`` :func:`load_model` returned with it (``model, info =
+            load_model(weights)``), recorded under ``"model"`` (weights, step, checksum); without it a module is
+            recorded as ``{"weights": "<module>"}``.
         pairs: number of test pairs (>= 1; default 200): seeds ``SPLIT_SEED_OFFSET["test"] + seed_base + i``.
         size: ``(H, W)`` of the rendered frames (>= 64 each when "hmore" runs; default (256, 256)).
         seed_base: first seed within the test split's range (default 0).
@@ -295,7 +304,8 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
     H, W = _check_size(size, methods)
     cfg = SyntheticConfig(height=H, width=W)  # defaults: pan/zoom camera, 1-3 distractors, all five motions
     seed_base = _check_int(seed_base, "seed_base", 0)
-    res = _evaluate_split("synthetic", lambda n: SyntheticPairs("test", n, cfg, seed_base), model, pairs=pairs,
+    res = _evaluate_split("synthetic", lambda n: SyntheticPairs("test", n, cfg, seed_base), model, model_info,
+                          pairs=pairs,
                           size=(H, W), methods=methods, device=device, batch_size=batch_size, iters=iters,
                           progress=progress, edge_threshold=edge_threshold, tolerance=tolerance, dilation=dilation)
     import dataclasses
@@ -307,8 +317,9 @@ def evaluate_synthetic(model=None, *, pairs: int = 200, size=(256, 256), seed_ba
     return res
 
 
-def evaluate_photos(model=None, *, pairs: int = 200, size=(256, 256), methods=DEFAULT_METHODS, device="cpu",
-                    batch_size: int = 4, iters: int | None = None, progress: bool = True,
+def evaluate_photos(model=None, *, model_info: dict | None = None, pairs: int = 200, size=(256, 256),
+                    methods=DEFAULT_METHODS, device="cpu", batch_size: int = 4, iters: int | None = None,
+                    progress: bool = True,
                     edge_threshold: float = EDGE_THRESHOLD, tolerance: float = BOUNDARY_TOLERANCE,
                     dilation: int = LEAKAGE_DILATION) -> dict:
     """The real-photo test split: photographs of people (the held-out test photos only: astronaut,
@@ -319,9 +330,9 @@ def evaluate_photos(model=None, *, pairs: int = 200, size=(256, 256), methods=DE
     from ..data.photos import PhotoPairs
 
     H, W = _check_size(size, methods)
-    return _evaluate_split("photos", lambda n: PhotoPairs("test", n, H, W), model, pairs=pairs, size=(H, W),
-                           methods=methods, device=device, batch_size=batch_size, iters=iters, progress=progress,
-                           edge_threshold=edge_threshold, tolerance=tolerance, dilation=dilation)
+    return _evaluate_split("photos", lambda n: PhotoPairs("test", n, H, W), model, model_info, pairs=pairs,
+                           size=(H, W), methods=methods, device=device, batch_size=batch_size, iters=iters,
+                           progress=progress, edge_threshold=edge_threshold, tolerance=tolerance, dilation=dilation)
 
 
 def _check_size(size, methods) -> tuple[int, int]:
@@ -334,7 +345,7 @@ def _check_size(size, methods) -> tuple[int, int]:
     return H, W
 
 
-def _evaluate_split(kind, make_dataset, model, *, pairs, size, methods, device, batch_size, iters, progress,
+def _evaluate_split(kind, make_dataset, model, model_info, *, pairs, size, methods, device, batch_size, iters, progress,
                     edge_threshold, tolerance, dilation) -> dict:
     methods = _check_methods(methods, METHODS)
     pairs = _check_int(pairs, "pairs", 1)
@@ -342,7 +353,7 @@ def _evaluate_split(kind, make_dataset, model, *, pairs, size, methods, device, 
     iters = _check_iters(iters)
     H, W = size
     ds = make_dataset(pairs)
-    net, info, methods = _resolve_model(model, methods, device)
+    net, info, methods = _resolve_model(model, model_info, methods, device)
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     totals = {m: _SyntheticTotals() for m in methods}
     keys = ("frame0", "frame1", "world_flow", "local_flow", "flow_valid", "mask0", "occlusion")
@@ -375,8 +386,8 @@ def _evaluate_split(kind, make_dataset, model, *, pairs, size, methods, device, 
 
 
 # ------------------------------------------------------------------------------------------ real
-def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", batch_size: int = 4,
-                  iters: int | None = None, max_pairs: int | None = None, points_per_bone: int = 8,
+def evaluate_real(folders, model=None, *, model_info: dict | None = None, methods=REAL_METHODS, device="cpu",
+                  batch_size: int = 4, iters: int | None = None, max_pairs: int | None = None, points_per_bone: int = 8,
                   progress: bool = True) -> dict:
     """Skeleton-constraint satisfaction and flow-on-person share on annotated real clips (module docstring).
 
@@ -384,7 +395,7 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
         folders: a dataset folder written by ``hmore annotate`` (docs/dataset.md), a folder of such folders, or
             a list of either. Pairs are consecutive frames that both have a person (``PairDataset``, no
             augmentation, full frames).
-        model: as in :func:`evaluate_synthetic`. methods: subset of :data:`METHODS` without "gt" (default
+        model, model_info: as in :func:`evaluate_synthetic`. methods: subset of :data:`METHODS` without "gt" (default
             ``("hmore", "dis_medium")``).
         max_pairs: at most this many pairs per clip, evenly spaced over it (default: all).
         points_per_bone: skeleton points per bone (8, as in training).
@@ -414,7 +425,7 @@ def evaluate_real(folders, model=None, *, methods=REAL_METHODS, device="cpu", ba
             clips += find_datasets(f)
         except ValueError as e:
             raise ValueError(f"folders: {e}") from None
-    net, info, methods = _resolve_model(model, methods, device)
+    net, info, methods = _resolve_model(model, model_info, methods, device)
     runners = {m: _Runner(m, net, device, iters) for m in methods}
     zero = {"satisfied": 0, "considered": 0, "on_person": 0.0, "total": 0.0, "pairs": 0, "inter": 0, "union": 0}
     per = {m: {} for m in methods}
@@ -488,23 +499,24 @@ def run_eval(a) -> int:
 
     device = str(resolve_device(a.device, "--device"))
     methods = _check_methods(a.methods, METHODS, "--methods")
-    model = None
+    model = info = None
     if any(m in methods for m in _MODEL_METHODS):
-        model, _ = load_model(a.weights, device)
-    results = {"synthetic": evaluate_synthetic(model, pairs=a.pairs, size=tuple(a.size), seed_base=a.seed_base,
-                                               methods=methods, device=device, batch_size=a.batch_size, iters=a.iters,
-                                               progress=not a.quiet)}
+        model, info = load_model(a.weights, device)
+    results = {"synthetic": evaluate_synthetic(model, model_info=info, pairs=a.pairs, size=tuple(a.size),
+                                               seed_base=a.seed_base, methods=methods, device=device,
+                                               batch_size=a.batch_size, iters=a.iters, progress=not a.quiet)}
     if isinstance(a.photos, bool) or not isinstance(a.photos, int) or a.photos < 0:
         raise ValueError(f"--photos: expected an int >= 0, got {a.photos!r}")
     if a.photos:
-        results["photos"] = evaluate_photos(model, pairs=a.photos, size=tuple(a.size), methods=methods, device=device,
-                                            batch_size=a.batch_size, iters=a.iters, progress=not a.quiet)
+        results["photos"] = evaluate_photos(model, model_info=info, pairs=a.photos, size=tuple(a.size), methods=methods,
+                                            device=device, batch_size=a.batch_size, iters=a.iters, progress=not a.quiet)
     if a.real:
         real_methods = tuple(m for m in REAL_METHODS if m in methods)
         if not real_methods:
             raise ValueError(f"--real: needs one of {', '.join(REAL_METHODS)} among --methods, got {list(methods)}")
-        results["real"] = evaluate_real(a.real, model, methods=real_methods, device=device, batch_size=a.batch_size,
-                                        iters=a.iters, max_pairs=a.real_max_pairs, progress=not a.quiet)
+        results["real"] = evaluate_real(a.real, model, model_info=info, methods=real_methods, device=device,
+                                        batch_size=a.batch_size, iters=a.iters, max_pairs=a.real_max_pairs,
+                                        progress=not a.quiet)
     print(format_table(results))
     paths = write_results(results, a.out)
     print("wrote " + ", ".join(paths.values()))
