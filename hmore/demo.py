@@ -133,7 +133,8 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
 
     pairs: synthetic test pairs in the evaluation summary (>= 1); real_frames: frames of the real clip (>= 2).
     """
-    from .evaluate import REAL_METHODS, evaluate_photos, evaluate_real, evaluate_synthetic, format_table, write_results
+    from .evaluation.report import format_table, write_results
+    from .evaluation.runners import REAL_METHODS, evaluate_photos, evaluate_real, evaluate_synthetic, load_model
     from .inference import Predictor
 
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
@@ -149,8 +150,6 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
     _say(f"hmore demo: evaluating on {pairs} synthetic and {pairs} real-photo test pairs beside DIS (medium), "
          "DIS inside MediaPipe's person mask and zero flow")
     methods = ("hmore", "hmore_frames_only", "dis_medium", "dis_mediapipe", "zero")
-    from .evaluate import load_model
-
     # the weights as given (not the predictor's module), so the results record their step and checksum
     model, info = load_model(weights, str(predictor.device))
     kw = dict(model_info=info, methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
