@@ -278,7 +278,7 @@ def evaluate_synthetic(model=None, *, model_info: dict | None = None, pairs: int
                        iters: int | None = None, progress: bool = True,
                        edge_threshold: float = EDGE_THRESHOLD, tolerance: float = BOUNDARY_TOLERANCE,
                        dilation: int = LEAKAGE_DILATION) -> dict:
-    """Evaluate H-MoRe and classical flow on the synthetic test split (see the module docstring).
+    """Evaluate H-MoRe and classical flow on the synthetic test split (see :mod:`hmore.evaluation`).
 
     Args:
         model: an ``HMoRe`` module, ``"default"`` / None (the shipped weights), ``"none"`` (random init) or a
@@ -389,7 +389,7 @@ def _evaluate_split(kind, make_dataset, model, model_info, *, pairs, size, metho
 def evaluate_real(folders, model=None, *, model_info: dict | None = None, methods=REAL_METHODS, device="cpu",
                   batch_size: int = 4, iters: int | None = None, max_pairs: int | None = None, points_per_bone: int = 8,
                   progress: bool = True) -> dict:
-    """Skeleton-constraint satisfaction and flow-on-person share on annotated real clips (module docstring).
+    """Skeleton-constraint satisfaction and flow-on-person share on annotated real clips (:mod:`hmore.evaluation`).
 
     Args:
         folders: a dataset folder written by ``hmore annotate`` (docs/dataset.md), a folder of such folders, or
