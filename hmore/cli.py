@@ -216,7 +216,9 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         h = action.help or ""
-        if ("default" in h or action.default in (None, False, argparse.SUPPRESS)
+        # "default:" (not the bare word: the value 'default' of --weights is no statement of the default), and
+        # None / False by identity (a default of 0 == False is still shown)
+        if ("default:" in h or action.default is None or action.default is False or action.default is argparse.SUPPRESS
                 or action.option_strings == [] or isinstance(action, argparse._HelpAction)):
             return h
         return h + " (default: %(default)s)"
@@ -281,11 +283,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_infer)
 
     try:
-        from hmore.evaluate import add_eval_parser
-    except ImportError:  # the evaluation module is optional in a partial install
+        from hmore.evaluation.runners import DEFAULT_METHODS, METHODS, run_eval
+    except ImportError:  # OpenCV is not an install requirement: without it there is no `hmore eval`
         pass
     else:
-        add_eval_parser(sub)
+        q = cmd("eval", "evaluate H-MoRe beside DIS, Farneback and zero flow (synthetic ground truth, real clips)",
+                description="Evaluate H-MoRe and classical optical flow on the synthetic test split (exact ground "
+                            "truth) and, with --real, on clips annotated by `hmore annotate`. Prints a table and "
+                            "writes eval.json, eval_synthetic.csv, eval_real.csv and eval.png into --out.")
+        q.add_argument("--weights", default="default",
+                       help="H-MoRe weights: 'default' (shipped with the package), 'none' (random init) or a checkpoint path")
+        q.add_argument("--pairs", type=int, default=200, help="synthetic test pairs (>= 1)")
+        q.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[256, 256], help="synthetic frame size")
+        q.add_argument("--seed-base", type=int, default=0, help="first seed within the synthetic test split")
+        q.add_argument("--photos", type=int, default=200,
+                       help="pairs of the real-photo test split (held-out photos composited with exact flow; 0: skip it)")
+        q.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                       help=f"methods to evaluate, from: {', '.join(METHODS)} ('gt' = the ground truth itself, a ceiling)")
+        q.add_argument("--real", nargs="+", default=None, metavar="DIR",
+                       help="annotated real clips (dataset folders or folders of them); evaluated with hmore and "
+                            "dis_medium where those are among --methods")
+        q.add_argument("--real-max-pairs", type=int, default=None,
+                       help="at most this many pairs per real clip (evenly spaced)")
+        q.add_argument("--out", default="hmore_eval", help="output folder")
+        q.add_argument("--device", default="auto", help="where H-MoRe runs: auto (cuda if available), cpu, cuda, cuda:N")
+        q.add_argument("--batch-size", type=int, default=4, help="pairs per H-MoRe call")
+        q.add_argument("--iters", type=int, default=None, help="H-MoRe refinement iterations (None: the weights' config)")
+        q.add_argument("--quiet", action="store_true", help="no progress bars")
+        q.set_defaults(func=run_eval)
 
     q = cmd("annotate", "annotate a video with MediaPipe pose + segmentation (offline)")
     q.add_argument("video", help="a video file OpenCV can decode")

@@ -133,7 +133,8 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
 
     pairs: synthetic test pairs in the evaluation summary (>= 1); real_frames: frames of the real clip (>= 2).
     """
-    from .evaluate import REAL_METHODS, evaluate_photos, evaluate_real, evaluate_synthetic, format_table, write_results
+    from .evaluation.report import format_table, write_results
+    from .evaluation.runners import REAL_METHODS, evaluate_photos, evaluate_real, evaluate_synthetic, load_model
     from .inference import Predictor
 
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
@@ -149,16 +150,14 @@ def run_demo(out: str = "hmore_demo", *, weights="default", device: str = "auto"
     _say(f"hmore demo: evaluating on {pairs} synthetic and {pairs} real-photo test pairs beside DIS (medium), "
          "DIS inside MediaPipe's person mask and zero flow")
     methods = ("hmore", "hmore_frames_only", "dis_medium", "dis_mediapipe", "zero")
-    from .evaluate import load_model
-
     # the weights as given (not the predictor's module), so the results record their step and checksum
-    model, _ = load_model(weights, str(predictor.device))
-    kw = dict(methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
+    model, info = load_model(weights, str(predictor.device))
+    kw = dict(model_info=info, methods=methods, device=str(predictor.device), iters=predictor.iters, progress=progress)
     ev = {"synthetic": evaluate_synthetic(model, pairs=pairs, size=DEMO_SIZE, **kw),
           "photos": evaluate_photos(model, pairs=pairs, size=DEMO_SIZE, **kw)}
     ann = _annotated_real(os.path.join(out, "real", "carphone"), real_frames, progress) if res["real"] else None
     if ann is not None:
-        ev["real"] = evaluate_real([ann], model, methods=REAL_METHODS, device=str(predictor.device),
+        ev["real"] = evaluate_real([ann], model, model_info=info, methods=REAL_METHODS, device=str(predictor.device),
                                    iters=predictor.iters, progress=progress)
     files = write_results(ev, out, prefix="evaluation")
     res["evaluation"] = {"results": ev, "files": files}

@@ -565,7 +565,7 @@ def infer(inputs, weights="default", *, model=None, device="auto", dtype="auto",
 
 
 # ------------------------------------------------------------------------------------------ writer
-def _weights_id(model, weights) -> str:
+def _weights_id(model) -> str:
     """A short fingerprint of the parameters (resume must not mix outputs of two models)."""
     import torch
 
@@ -617,7 +617,7 @@ def infer_to_folder(inputs, out: str, weights="default", *, model=None, device="
     use_video = _use_video_path(path, source)
     warm = use_video and bool(warm_start)
     work = list(pred.working_size(source.height, source.width))
-    settings = {"format": INFER_FORMAT, "source": source.identity(), "weights": _weights_id(pred.model, weights),
+    settings = {"format": INFER_FORMAT, "source": source.identity(), "weights": _weights_id(pred.model),
                 "iters": pred.iters, "dtype": pred.dtype, "kitti": bool(kitti), "size": work,
                 "path": "video" if use_video else "plain", "warm_iters": pred.warm_iters if warm else None,
                 "prior": "auto" if pred.use_prior else "none"}

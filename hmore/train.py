@@ -41,7 +41,7 @@ from .losses import HMoReLoss  # noqa: E402  (the loss declares its terms; the l
 
 TERMS = HMoReLoss.TERMS
 # the validation pass (TrainConfig.val_every): per val set, body world-flow EPE (px), background leakage (px)
-# and the subject map's IoU with the true mask, pooled over the set (hmore.evaluate's definitions)
+# and the subject map's IoU with the true mask, pooled over the set (hmore.evaluation.metrics' definitions)
 VAL_SETS = ("synthetic", "photos")
 VAL_METRICS = ("epe", "leakage", "iou")
 VAL_COLUMNS = tuple(f"val_{s}_{m}" for s in VAL_SETS for m in VAL_METRICS)
@@ -431,7 +431,7 @@ def validate(model, sets: dict, device, batch_size: int = 8) -> dict:
     """``{"val_<set>_epe" | "_leakage" | "_iou": value}`` of ``model`` (switched to eval mode and back) on
     :func:`validation_sets`' batches: body world-flow EPE and background leakage as ``hmore eval`` defines
     them, and the IoU of ``subject_map > 0.5`` with ``mask0``, each pooled over the set."""
-    from .evaluate import body_flow_counts, leakage_counts
+    from .evaluation.metrics import body_flow_counts, leakage_counts
 
     was = model.training
     model.eval()

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
                          "data": cfg.warmup_data, "prior": cfg.prior}
         print(name, json.dumps({k: v for k, v in results[name].items() if k.startswith("val_")}), file=sys.stderr)
     if results:  # the classical references on the same val pairs
-        from hmore.evaluate import _Runner, body_flow_counts, leakage_counts, map_iou_counts
+        from hmore.evaluation.metrics import body_flow_counts, leakage_counts, map_iou_counts
+        from hmore.evaluation.runners import _Runner
 
         for method in ("dis_medium", "dis_mediapipe"):
             r = {"checkpoint_step": 0, "pairs_seen": 0, "cpu_seconds": float("nan"),

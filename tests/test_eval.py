@@ -145,9 +145,10 @@ def test_classical_flow_recovers_a_pure_translation():
 
 # ------------------------------------------------------------------------------------------ end to end
 def _args(**kw):
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="command")
-    q = ev.add_eval_parser(sub)
+    from hmore.cli import build_parser
+
+    p = build_parser()
+    q = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)][0].choices["eval"]
     argv = ["eval"]
     for k, v in kw.items():
         argv.append("--" + k.replace("_", "-"))
@@ -206,10 +207,17 @@ def test_real_path_on_a_written_clip(tmp_path):
     assert "skeleton sat." in ev.format_table({"real": r})
 
 
-def test_opencv_chart_fallback_draws_a_png():
-    png = ev._chart_png_cv2([("world EPE", ["hmore", "zero"], [1.5, 3.0]), ("F", ["hmore", "zero"], [0.4, float("nan")])])
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert img is not None and img.shape[1] == 600 and (img < 250).any()
+def test_chart_draws_a_png_and_names_a_missing_matplotlib(monkeypatch):
+    import sys
+
+    from hmore.evaluation.report import _chart_png
+
+    panels = [("world EPE", ["hmore", "zero"], [1.5, 3.0]), ("F", ["hmore", "zero"], [0.4, float("nan")])]
+    img = cv2.imdecode(np.frombuffer(_chart_png(panels), np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[1] > img.shape[0] and (img < 250).any()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(RuntimeError, match="needs matplotlib"):
+        _chart_png(panels)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -266,3 +274,17 @@ def test_a_module_passed_in_runs_in_eval_mode_and_gets_its_mode_back():
     assert seen and not any(seen) and net.training
     assert r["model"]["weights"] == "<module>" and r["settings"]["iters"] == 1
     assert set(r["methods"]["hmore"]) >= {"world_epe", "local_epe", "boundary_f", "pairs_per_s"}
+
+
+def test_the_info_of_load_model_is_passed_along_not_remembered():
+    tiny = dict(feature_dim=32, hidden_dim=32, context_dim=16, corr_levels=2, corr_radius=2, attention_heads=2,
+                psi_dim=32, psi_heads=2, psi_layers=2, iters=1)
+    net, info = ev.load_model("none", "cpu", **tiny)
+    kw = dict(pairs=1, size=(64, 64), methods=("hmore",), progress=False)
+    assert ev.evaluate_synthetic(net, **kw)["model"]["weights"] == "<module>"  # no record kept beside the module
+    r = ev.evaluate_synthetic(net, model_info=info, **kw)
+    assert r["model"] == info and r["model"]["weights"].startswith("none") and r["settings"]["iters"] == 1
+    with pytest.raises(ValueError, match=r"^model_info: only with a module"):
+        ev.evaluate_synthetic("none", model_info=info, **kw)
+    with pytest.raises(ValueError, match=r"^model_info: expected the dict"):
+        ev.evaluate_photos(net, model_info=("x",), **kw)
