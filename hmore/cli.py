@@ -364,10 +364,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=_train)
 
-    from hmore.probe import add_parser as add_probe_parser
+    from hmore.probe import METHODS as PROBE_METHODS, SIZE_NAMES as PROBE_SIZES, TASKS as PROBE_TASKS
 
-    add_probe_parser(sub, _Help)
+    q = sub.add_parser("probe", help="action and gait recognition from each motion representation (labelled synthetic clips)",
+                       formatter_class=_Help,
+                       description="Train one small classifier per representation (rgb, DIS flow, DIS in MediaPipe's "
+                                   "person mask, H-MoRe world / world+local flow, skeletons from the generator and "
+                                   "from MediaPipe) on labelled synthetic clips; score action Acc@1/Acc@5 or gait "
+                                   "rank-1 under a change of clothes. Representations are cached (--cache); new "
+                                   "weights recompute only H-MoRe's flows. See docs/probe.md.")
+    q.add_argument("--task", required=True, choices=PROBE_TASKS, help="action or gait")
+    q.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help=f"representations, space or comma separated (default: all): {', '.join(PROBE_METHODS)}")
+    q.add_argument("--out", required=True, help="output folder (probe.json, probe.csv, probe.png, confusion.png)")
+    q.add_argument("--quick", action="store_true", help="the quick size (same as --size quick)")
+    q.add_argument("--size", default="full", choices=PROBE_SIZES,
+                   help="quick (minutes on a CPU) or full (the README's numbers; see docs/probe.md for its compute)")
+    q.add_argument("--cache", default=None, help="representation cache folder (default: $HMORE_PROBE_CACHE or "
+                                                 "~/.cache/hmore/probe)")
+    q.add_argument("--weights", default="default", help="H-MoRe weights: 'default' (shipped) or a weights file")
+    q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    q.add_argument("--seed", type=int, default=0, help="seed of the labelled clips")
+    q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(func=_probe)
     return p
+
+
+def _probe(a) -> int:
+    from hmore.probe.run import main
+
+    return main(a)
 
 
 def main(argv=None) -> int:

@@ -265,7 +265,7 @@ def _write_outputs(out: str, doc: dict, confusions: dict) -> None:
 
 
 def main(args) -> int:
-    """The CLI's entry (hmore.cli registers the parser; see :func:`add_parser`)."""
+    """The CLI's entry (hmore.cli builds the parser)."""
     import torch
 
     if args.threads is not None:
