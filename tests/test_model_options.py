@@ -6,24 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from hmore.models import HMoRe, HMoReConfig
+from hmore.models import HMoReConfig
 from hmore.models.classical import classical_flow, dis_flow_batch, gray_u8
 from hmore.models.refine import backward_warp
 from hmore.models.subject_motion import prior_planes
 from hmore.models.world_flow import downsample_flow8, upsample_flow8
 
-TINY = dict(feature_dim=32, hidden_dim=32, context_dim=16, corr_levels=2, corr_radius=2, attention_heads=2,
-            psi_dim=32, psi_heads=2, psi_layers=2, iters=2)
-
-
-def tiny(**kw) -> HMoRe:
-    torch.manual_seed(0)
-    return HMoRe(HMoReConfig(**{**TINY, **kw}))
-
-
-def images(B=2, H=64, W=80, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(B, 3, H, W, generator=g), torch.rand(B, 3, H, W, generator=g)
+# the narrow model and random frames of test_model.py (same architecture and code paths, a fraction of the compute)
+from test_model import images, tiny  # noqa: E402
 
 
 def test_config_validates_the_options():
