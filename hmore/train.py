@@ -23,7 +23,6 @@ import math
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 
 from .data._io import atomic_write_bytes as _atomic_write_bytes
 from .models.config import HMoReConfig, config_from_dict, unknown_key_error
+from .provenance import git_commit
 
 __all__ = ["TrainConfig", "load_config", "train", "TrainingDiverged", "find_checkpoints", "latest_checkpoint",
            "atomic_save", "LOG_COLUMNS"]
@@ -270,20 +270,6 @@ def latest_checkpoint(out: str, warn=print):
         except Exception as e:
             warn(f"{p}: skipped, does not load ({type(e).__name__}: {e})")
     return None
-
-
-def _git_commit() -> str:
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        r = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                           timeout=10)
-        if r.returncode:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return r.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _versions() -> dict:
@@ -569,7 +555,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool | None = None) 
         atomic_save({
             "format": CHECKPOINT_FORMAT, "step": step_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(device), "config": mcfg.to_dict(),
-            "train_config": cfg.to_dict(), "commit": _git_commit(), "versions": _versions(), "time": time.time(),
+            "train_config": cfg.to_dict(), "commit": git_commit(), "versions": _versions(), "time": time.time(),
             "cpu_seconds": cpu_base + time.process_time() - cpu_t0,
         }, path)
         for _, old in find_checkpoints(out)[cfg.keep_checkpoints:]:

@@ -143,9 +143,9 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     os.makedirs(a.out, exist_ok=True)
-    from hmore.train import _git_commit
+    from hmore.provenance import git_commit
 
-    atomic_write_json(os.path.join(a.out, "ablation.json"), {"commit": _git_commit(), "val_pairs": a.val_pairs,
+    atomic_write_json(os.path.join(a.out, "ablation.json"), {"commit": git_commit(), "val_pairs": a.val_pairs,
                                                              "runs": results})
     atomic_write_bytes(os.path.join(a.out, "ablation.md"), (table + "\n").encode())
     return 0

@@ -176,6 +176,9 @@ def test_end_to_end_random_model_writes_json_csv_png(tmp_path, capsys):
     assert list(syn["methods"]) == ["hmore", "dis_fast", "zero"]
     assert syn["settings"]["size"] == [64, 80] and syn["settings"]["iters"] == 1
     assert syn["model"]["weights"].startswith("none") and syn["model"]["parameters"] > 0
+    from hmore.provenance import git_commit, machine
+
+    assert syn["environment"]["commit"] == git_commit() and syn["environment"]["machine"] == machine("cpu")
     h = syn["methods"]["hmore"]
     assert h["world_epe"] > 0 and 0 <= h["boundary_f"] <= 1 and h["pairs_per_s"] > 0
     assert syn["methods"]["zero"]["boundary_f"] == 0

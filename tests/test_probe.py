@@ -243,6 +243,9 @@ def test_run_probe_tiny(tmp_path, task):
                     cache_dir=str(tmp_path / "cache"), device="cpu", quiet=True)
     on_disk = json.loads((out / "probe.json").read_text())
     assert on_disk["task"] == task and on_disk["size"] == "tiny"
+    from hmore.provenance import git_commit, machine
+
+    assert on_disk["commit"] == git_commit() and on_disk["compute"]["machine"] == machine("cpu")
     assert list(on_disk["methods"]) == ["rgb", "skeleton_gt", "hmore_world_local"]
     main = "acc1" if task == "action" else "rank1_cl"
     for r in on_disk["methods"].values():

@@ -15,6 +15,7 @@ import torch
 import hmore_kernels as hk
 
 from ..data._io import check_out_dir
+from ..provenance import git_commit, machine
 from ..models.classical import DIS_PRESETS as _DIS_PRESETS, classical_flow, gray_u8 as _gray_u8
 from .metrics import (BOUNDARY_TOLERANCE, DEFINITIONS, EDGE_THRESHOLD, LEAKAGE_DILATION, SEGMENTER_THRESHOLD,
                       body_flow_counts, boundary_counts, classical_local_flow, f_score, flow_edge_map, leakage_counts,
@@ -198,7 +199,7 @@ def _check_iters(iters):
 def _environment(device) -> dict:
     return {"torch": torch.__version__, "opencv": cv2.__version__, "numpy": np.__version__, "python": platform.python_version(),
             "device": str(device), "torch_threads": torch.get_num_threads(), "opencv_threads": cv2.getNumThreads(),
-            "cpu": platform.processor() or platform.machine()}
+            "machine": machine(device), "commit": git_commit()}
 
 
 class _Progress:

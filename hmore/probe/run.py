@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import platform
 import sys
 import time
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from hmore.data._io import atomic_write_bytes, atomic_write_json, check_out_dir
 
+from ..provenance import git_commit, machine
 from . import metrics
 from .data import SIZES, TASKS, ProbeSize, clip_specs
 from .features import DENSE, FAMILY, METHODS, SKELETON, FeatureCache, default_cache_dir
@@ -174,10 +174,11 @@ def run_probe(task: str, out: str, *, methods=None, size: str | ProbeSize = "qui
                       "test_probes_bg": int(sum(specs[i].condition == "bg" for i in test_idx))} if task == "gait" else {})},
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in size.__dict__.items()},
         "dataset_seed": int(seed),
+        "commit": git_commit(),
         "weights_sha256": cache.weights_sha256() if "hmore" in families else None,
         "compute": {
             "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-            "cpu": platform.processor() or platform.machine(), "torch_threads": torch_threads,
+            "machine": machine(device), "torch_threads": torch_threads,
             "seconds_total": round(time.time() - t_start, 1),
             "seconds_representations": {k: round(v, 1) for k, v in fam_seconds.items()},
             "seconds_classifiers": {k: round(v, 1) for k, v in train_seconds.items()},
