@@ -108,7 +108,7 @@ def render_probe(docs: dict) -> str:
         else:
             what = (f"{d['classes']} training identities; {cl.get('test_subjects', '?')} test identities: gallery "
                     f"{cl['test_gallery_nm']} `nm` clips, {cl['test_probes_cl']} `cl` and {cl['test_probes_bg']} "
-                    f"`bg` probes")
+                    f"`bg` probes" + (f", chance {100 / cl['test_subjects']:.1f} %" if cl.get("test_subjects") else ""))
         out.append(f"**{task}** (`hmore probe --task {task} --size {d['size']}`: {what}; {st['frames']} frames at "
                    f"{st['width']}x{st['height']}, inputs {st['input_size']}x{st['input_size']}, {st['epochs']} "
                    f"epochs x {seeds} classifier seeds, mean +- std over seeds; weights SHA-256 "
@@ -132,6 +132,10 @@ def render_probe(docs: dict) -> str:
                     want = f">= +{margin:g}" if margin else "> 0"
                     verdicts.append(f"{diff:+.1f} points vs `{base}` (target {want}: {'met' if ok else 'missed'})")
             out.append(f"\nTarget, `hmore_world_local` on {main}: " + "; ".join(verdicts) + ".")
+        if c.get("seconds_representations"):
+            reps = ", ".join(f"{k} {v / 60:.1f}" for k, v in c["seconds_representations"].items())
+            cls = ", ".join(f"{k} {v / 60:.1f}" for k, v in c.get("seconds_classifiers", {}).items())
+            out.append(f"\nCompute (minutes): representations {reps}; classifiers ({seeds} seeds each) {cls}.")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
