@@ -164,11 +164,9 @@ def set_threads(n: int | None = None) -> int:
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    from hmore.provenance import cpu_model as _cpu_model  # one definition, shared with the package's results files
+
+    return _cpu_model()
 
 
 def device_name(device: torch.device) -> str:

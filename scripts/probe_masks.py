@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -93,8 +92,8 @@ def main(argv=None) -> int:
         den = sums[k + "_den"]
         res.setdefault(method, {})[metric] = round(sums[k + "_num"] / den, 4) if den else None
     doc = {"clips": len(specs), "pairs_per_clip": list(PAIRS), "size": [size.height, size.width],
-           "results": res, "weights_sha256": info.get("sha256"), "weights_step": info.get("step"), "commit": git_commit(), "machine": machine("cpu"),
-           "hmore_version": hmore.__version__}
+           "results": res, "weights_sha256": info.get("sha256"), "weights_step": info.get("step"),
+           "commit": git_commit(), "machine": machine("cpu"), "hmore_version": hmore.__version__}
     atomic_write_json(a.out, doc)
     for method, r in res.items():
         print(method, r)

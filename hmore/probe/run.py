@@ -177,7 +177,7 @@ def run_probe(task: str, out: str, *, methods=None, size: str | ProbeSize = "qui
         "commit": git_commit(),
         "weights_sha256": cache.weights_sha256() if "hmore" in families else None,
         "compute": {
-            "device": device if device == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+            "device": device,
             "machine": machine(device), "torch_threads": torch_threads,
             "seconds_total": round(time.time() - t_start, 1),
             "seconds_representations": {k: round(v, 1) for k, v in fam_seconds.items()},
